@@ -1,0 +1,44 @@
+/* The HTTP router: maps a complete request to its handler.
+ *
+ *   GET /health          liveness: {"status":"ok","version":..,"uptime_s":..}
+ *   GET <echo-path>      the RFC 6455 echo endpoint, when configured
+ *   anything else        404 with a JSON error body
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "herald/herald.h"
+#include "net/net.h"
+
+static bool path_is(const hd_http_req_t *req, const char *path) {
+  size_t n = strlen(path);
+  return req->path_len == n && memcmp(req->path, path, n) == 0;
+}
+
+static void health(hd_conn_t *c, const hd_http_req_t *req) {
+  hd_server_t *srv = c->w->srv;
+  char body[160];
+  uint64_t up = uv_hrtime() / 1000000 - srv->started_ms;
+
+  snprintf(body, sizeof(body), "{\"status\":\"ok\",\"version\":\"%s\",\"uptime_s\":%llu}",
+           HD_VERSION_STRING, (unsigned long long)(up / 1000));
+  hd_conn_respond_json(c, 200, body, req->keep_alive);
+}
+
+void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req) {
+  const hd_config_t *cfg = c->w->srv->cfg;
+
+  if (path_is(req, "/health")) {
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
+      hd_conn_respond_error(c, 405, "method_not_allowed", "use GET", req->keep_alive);
+      return;
+    }
+    health(c, req);
+    return;
+  }
+  if (cfg->echo_path && path_is(req, cfg->echo_path)) {
+    hd_conn_upgrade(c, req, HD_EP_ECHO);
+    return;
+  }
+  hd_conn_respond_error(c, 404, "not_found", "no such path", req->keep_alive);
+}

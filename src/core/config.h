@@ -1,0 +1,40 @@
+/* Runtime configuration: one plain struct, filled with defaults, then from the
+ * config file, then from the command line and environment (later wins). Every
+ * limit here has a documented default (docs/operations.md). */
+#ifndef HD_CORE_CONFIG_H
+#define HD_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct hd_config_s {
+  char listen_host[64];       /* "127.0.0.1" */
+  int listen_port;            /* 8080; 0 picks a free port */
+  int workers;                /* 0 = one per CPU */
+  char *echo_path;            /* NULL = no echo endpoint */
+  size_t max_message;         /* 65536: a client WebSocket message */
+  size_t max_body;            /* 1 MiB: an HTTP request body */
+  size_t max_queue;           /* 1 MiB: bytes queued to one connection */
+  unsigned heartbeat_s;       /* 25: ping interval; 2 missed = closed */
+  unsigned request_timeout_s; /* 10: a request (or handshake) must complete */
+  unsigned close_timeout_s;   /* 5: wait for the peer's close reply */
+  unsigned drain_timeout_s;   /* 10: SIGTERM drain */
+  int backlog;                /* 1024 */
+} hd_config_t;
+
+/* Fills cfg with the defaults above. */
+void hd_config_defaults(hd_config_t *cfg);
+
+/* Applies a JSON config file. Returns 0, or a negative HD_E* code with a message
+ * in err (size errlen). */
+int hd_config_load_file(hd_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* Parses heraldd's command line and environment into cfg. Returns 0 to run, 1
+ * when --help/--version was handled, or a negative HD_E* code with err set. */
+int hd_config_from_args(hd_config_t *cfg, int argc, char **argv, char *err,
+                        size_t errlen);
+
+/* Frees strings owned by cfg. */
+void hd_config_dispose(hd_config_t *cfg);
+
+#endif

@@ -1,0 +1,208 @@
+/* heraldd's configuration: defaults, then a JSON file (--config), then the
+ * command line. Every option has the same name in the file and on the command
+ * line (without the dashes, '-' written as '_' in the file), e.g.
+ * {"listen":"0.0.0.0:8080","workers":2,"max_message":65536}. */
+#include "core/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "daemon/log.h"
+#include "herald/herald.h"
+
+void hd_config_defaults(hd_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  snprintf(cfg->listen_host, sizeof(cfg->listen_host), "127.0.0.1");
+  cfg->listen_port = 8080;
+  cfg->workers = 0;
+  cfg->max_message = 64 * 1024;
+  cfg->max_body = 1024 * 1024;
+  cfg->max_queue = 1024 * 1024;
+  cfg->heartbeat_s = 25;
+  cfg->request_timeout_s = 10;
+  cfg->close_timeout_s = 5;
+  cfg->drain_timeout_s = 10;
+  cfg->backlog = 1024;
+}
+
+void hd_config_dispose(hd_config_t *cfg) {
+  free(cfg->echo_path);
+  cfg->echo_path = NULL;
+}
+
+static int errf(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return HD_EINVAL;
+}
+
+static int parse_listen(hd_config_t *cfg, const char *v, char *err, size_t errlen) {
+  const char *colon = strrchr(v, ':');
+  const char *host = v;
+  size_t hlen;
+  char *end;
+  long port;
+
+  if (colon == NULL) return errf(err, errlen, "--listen: expected HOST:PORT, got '%s'", v);
+  hlen = (size_t)(colon - v);
+  if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') { /* [::1]:8080 */
+    host++;
+    hlen -= 2;
+  }
+  errno = 0;
+  port = strtol(colon + 1, &end, 10);
+  if (errno || *end || end == colon + 1 || port < 0 || port > 65535)
+    return errf(err, errlen, "--listen: bad port in '%s'", v);
+  if (hlen == 0 || hlen >= sizeof(cfg->listen_host))
+    return errf(err, errlen, "--listen: bad host in '%s'", v);
+  memcpy(cfg->listen_host, host, hlen);
+  cfg->listen_host[hlen] = '\0';
+  cfg->listen_port = (int)port;
+  return 0;
+}
+
+static int parse_size(const char *name, const char *v, size_t min, size_t max, size_t *out,
+                      char *err, size_t errlen) {
+  char *end;
+  unsigned long long n;
+
+  errno = 0;
+  n = strtoull(v, &end, 10);
+  if (errno || *end || end == v || v[0] == '-' || n < min || n > max)
+    return errf(err, errlen, "%s: expected an integer in [%zu, %zu], got '%s'", name, min,
+                max, v);
+  *out = (size_t)n;
+  return 0;
+}
+
+/* One option: its name and whether it has a value. */
+static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
+                 size_t errlen) {
+  size_t n = 0;
+  int rc;
+
+  if (strcmp(name, "listen") == 0) return parse_listen(cfg, v, err, errlen);
+  if (strcmp(name, "workers") == 0) {
+    if ((rc = parse_size("--workers", v, 1, 256, &n, err, errlen)) == 0) cfg->workers = (int)n;
+    return rc;
+  }
+  if (strcmp(name, "echo-path") == 0 || strcmp(name, "echo_path") == 0) {
+    if (v[0] != '/') return errf(err, errlen, "--echo-path must start with '/'");
+    free(cfg->echo_path);
+    cfg->echo_path = strdup(v);
+    return cfg->echo_path ? 0 : HD_ENOMEM;
+  }
+  if (strcmp(name, "max-message") == 0 || strcmp(name, "max_message") == 0)
+    return parse_size("--max-message", v, 125, (size_t)1 << 30, &cfg->max_message, err,
+                      errlen);
+  if (strcmp(name, "max-body") == 0 || strcmp(name, "max_body") == 0)
+    return parse_size("--max-body", v, 1024, (size_t)1 << 30, &cfg->max_body, err, errlen);
+  if (strcmp(name, "max-queue") == 0 || strcmp(name, "max_queue") == 0)
+    return parse_size("--max-queue", v, 4096, (size_t)1 << 31, &cfg->max_queue, err, errlen);
+  if (strcmp(name, "heartbeat") == 0) {
+    if ((rc = parse_size("--heartbeat", v, 1, 3600, &n, err, errlen)) == 0)
+      cfg->heartbeat_s = (unsigned)n;
+    return rc;
+  }
+  if (strcmp(name, "request-timeout") == 0 || strcmp(name, "request_timeout") == 0) {
+    if ((rc = parse_size("--request-timeout", v, 1, 3600, &n, err, errlen)) == 0)
+      cfg->request_timeout_s = (unsigned)n;
+    return rc;
+  }
+  if (strcmp(name, "drain-timeout") == 0 || strcmp(name, "drain_timeout") == 0) {
+    if ((rc = parse_size("--drain-timeout", v, 1, 3600, &n, err, errlen)) == 0)
+      cfg->drain_timeout_s = (unsigned)n;
+    return rc;
+  }
+  if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i < 4; i++)
+      if (strcmp(v, levels[i]) == 0) {
+        hd__log_level = i;
+        return 0;
+      }
+    return errf(err, errlen, "--log-level: one of error, warn, info, debug");
+  }
+  return errf(err, errlen, "unknown option '%s' (try --help)", name);
+}
+
+int hd_config_load_file(hd_config_t *cfg, const char *path, char *err, size_t errlen) {
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr), *v;
+  const char *key;
+  int rc = 0;
+
+  if (root == NULL)
+    return errf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return errf(err, errlen, "%s: expected a JSON object", path);
+  }
+  json_object_foreach(root, key, v) {
+    char buf[64];
+    const char *s = buf;
+    if (json_is_string(v)) s = json_string_value(v);
+    else if (json_is_integer(v)) snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+    else {
+      rc = errf(err, errlen, "%s: '%s' must be a string or an integer", path, key);
+      break;
+    }
+    if ((rc = apply(cfg, key, s, err, errlen)) != 0) break;
+  }
+  json_decref(root);
+  return rc;
+}
+
+static const char usage[] =
+    "usage: heraldd [options]\n"
+    "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080; port 0 = any)\n"
+    "  --config FILE           JSON config file (same option names, '_' for '-')\n"
+    "  --workers N             event-loop threads (default: one per CPU)\n"
+    "  --echo-path PATH        unauthenticated echo endpoint for RFC 6455 testing (off)\n"
+    "  --max-message BYTES     largest client message (default 65536)\n"
+    "  --max-body BYTES        largest HTTP request body (default 1048576)\n"
+    "  --max-queue BYTES       send queue per connection before 4008 (default 1048576)\n"
+    "  --heartbeat SECONDS     ping interval; two silent intervals close (default 25)\n"
+    "  --request-timeout S     a request or handshake must arrive within (default 10)\n"
+    "  --drain-timeout S       SIGTERM: wait this long for clients (default 10)\n"
+    "  --log-level LEVEL       error, warn, info (default) or debug\n"
+    "  --help, --version\n";
+
+int hd_config_from_args(hd_config_t *cfg, int argc, char **argv, char *err,
+                        size_t errlen) {
+  int rc;
+
+  /* The config file first, so the command line overrides it. */
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--config") == 0) {
+      if (i + 1 >= argc) return errf(err, errlen, "--config needs a FILE");
+      if ((rc = hd_config_load_file(cfg, argv[i + 1], err, errlen)) != 0) return rc;
+    }
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage, stdout);
+      return 1;
+    }
+    if (strcmp(a, "--version") == 0) {
+      printf("heraldd %s\n", HD_VERSION_STRING);
+      return 1;
+    }
+    if (strncmp(a, "--", 2) != 0) return errf(err, errlen, "unexpected argument '%s'", a);
+    if (i + 1 >= argc) return errf(err, errlen, "%s needs a value", a);
+    if (strcmp(a, "--config") == 0) {
+      i++;
+      continue;
+    }
+    if ((rc = apply(cfg, a + 2, argv[++i], err, errlen)) != 0) return rc;
+  }
+  return 0;
+}

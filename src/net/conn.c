@@ -1,0 +1,561 @@
+/* One client connection: HTTP/1.1 until an upgrade, then RFC 6455.
+ *
+ * Reading. Every read on a worker lands in the worker's one shared buffer and is
+ * handled before the callback returns: the HTTP parser copies what it keeps,
+ * and the WebSocket reader either hands a whole frame out in place or copies a
+ * partial one into its own buffer. So an idle connection holds no read buffer.
+ *
+ * Writing. Everything sent is a shared, refcounted hd_frame_t (HTTP responses
+ * too) appended to the connection's ring. Queuing only marks the connection
+ * dirty; the worker flushes dirty connections once per loop pass, before and
+ * after polling, with one writev (uv_try_write) over the queued frames. What the
+ * socket does not take goes out through one uv_write whose frames stay
+ * referenced until its callback. The queued byte count is bounded by
+ * cfg->max_queue: past it, a WebSocket is closed with 4008.
+ *
+ * Closing (RFC 6455 7.1). When the peer sends a close frame, the server answers
+ * with its own and closes TCP once that is written. When the server closes
+ * (an error, shutdown, a slow consumer), it queues a close frame, shuts down its
+ * sending side once the frame is out, and waits up to close_timeout_s for the
+ * peer's close frame or EOF before closing TCP. A connection is freed only in
+ * its uv_close callback, never inside one of its own callbacks.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
+#include "herald/herald.h"
+#include "net/net.h"
+#include "proto/handshake.h"
+
+#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void flush(hd_conn_t *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  free(req);
+}
+
+static hd_server_t *srv_of(hd_conn_t *c) {
+  return c->w->srv;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  hd_conn_t *c = container_of(h, hd_conn_t, tcp);
+  buf->base = (char *)c->w->rbuf;
+  buf->len = sizeof(c->w->rbuf);
+}
+
+static void on_closed(uv_handle_t *h) {
+  hd_conn_t *c = container_of(h, hd_conn_t, tcp);
+  hd_worker_t *w = c->w;
+
+  while (c->qlen) {
+    hd_frame_unref(c->q[c->qhead]);
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+  }
+  free(c->q);
+  hd_ws_reader_dispose(&c->ws);
+  hd_http_parser_free(c->http);
+  if (c->prev) c->prev->next = c->next;
+  else w->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  atomic_fetch_sub(&w->stats.conns, 1);
+  free(c);
+}
+
+/* Closes the TCP connection now; queued bytes are dropped. Idempotent. */
+void hd_conn_abort(hd_conn_t *c) {
+  if (c->state == HD_CONN_CLOSED) return;
+  if (c->endpoint != HD_EP_NONE) atomic_fetch_sub(&c->w->stats.ws_conns, 1);
+  c->state = HD_CONN_CLOSED;
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void hd_conn_accept(hd_worker_t *w) {
+  hd_conn_t *c = calloc(1, sizeof(*c));
+
+  if (c == NULL) {
+    hd_log(HD_LOG_ERROR, "accept: out of memory");
+    return;
+  }
+  c->w = w;
+  c->id = atomic_fetch_add(&w->srv->next_conn_id, 1) + 1;
+  uv_tcp_init(&w->loop, &c->tcp);
+  c->next = w->conns;
+  if (w->conns) w->conns->prev = c;
+  w->conns = c;
+  atomic_fetch_add(&w->stats.conns, 1);
+  if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&c->tcp) != 0) {
+    hd_conn_abort(c);
+    return;
+  }
+  atomic_fetch_add(&w->stats.accepted, 1);
+  c->http = hd_http_parser_new(srv_of(c)->cfg->max_body);
+  if (c->http == NULL) {
+    hd_conn_abort(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->deadline_s = w->now_s + srv_of(c)->cfg->request_timeout_s;
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- the send queue ---------------------------------------------------- */
+
+static void mark_dirty(hd_conn_t *c) {
+  if (c->in_dirty) return;
+  c->in_dirty = true;
+  c->dirty_next = c->w->dirty;
+  c->w->dirty = c;
+}
+
+static int push(hd_conn_t *c, hd_frame_t *f) {
+  if (c->qlen == c->qcap) {
+    uint32_t cap = c->qcap ? c->qcap * 2 : 4;
+    hd_frame_t **q = malloc(cap * sizeof(*q));
+    if (q == NULL) return -1;
+    for (uint32_t i = 0; i < c->qlen; i++) q[i] = c->q[(c->qhead + i) % c->qcap];
+    free(c->q);
+    c->q = q;
+    c->qcap = cap;
+    c->qhead = 0;
+  }
+  c->q[(c->qhead + c->qlen) % c->qcap] = hd_frame_ref(f);
+  c->qlen++;
+  c->queued += f->len;
+  return 0;
+}
+
+/* Drops n written bytes from the head of the queue. */
+static void advance(hd_conn_t *c, size_t n) {
+  c->queued -= n;
+  while (n > 0) {
+    hd_frame_t *f = c->q[c->qhead];
+    size_t left = f->len - c->head_off;
+    if (n < left) {
+      c->head_off += (uint32_t)n;
+      return;
+    }
+    n -= left;
+    c->head_off = 0;
+    hd_frame_unref(f);
+    c->qhead = (c->qhead + 1) % c->qcap;
+    c->qlen--;
+  }
+  if (c->qlen == 0 && c->qcap > 16) { /* give back a ring grown by a burst */
+    free(c->q);
+    c->q = NULL;
+    c->qcap = 0;
+    c->qhead = 0;
+  }
+}
+
+void hd_conn_send(hd_conn_t *c, hd_frame_t *f) {
+  hd_config_t *cfg = srv_of(c)->cfg;
+
+  if (c->state == HD_CONN_CLOSED || c->close_after_write) return;
+  if (c->state == HD_CONN_WS && c->queued + f->len > cfg->max_queue) {
+    atomic_fetch_add(&c->w->stats.slow_consumers, 1);
+    hd_log(HD_LOG_WARN, "conn %llu: send queue over %zu bytes, closing 4008",
+           (unsigned long long)c->id, cfg->max_queue);
+    hd_conn_ws_close(c, HD_WS_CLOSE_SLOW_CONSUMER, "slow consumer");
+    return;
+  }
+  if (push(c, f) < 0) {
+    hd_conn_abort(c);
+    return;
+  }
+  mark_dirty(c);
+}
+
+/* Sends whatever the queue holds and the connection state allows. */
+static void after_drain(hd_conn_t *c) {
+  if (c->qlen != 0 || c->state == HD_CONN_CLOSED) return;
+  if (c->close_after_write) {
+    hd_conn_abort(c);
+    return;
+  }
+  if (c->state == HD_CONN_CLOSING && !c->shut) {
+    /* Our close frame is out: half-close so the peer sees EOF after it, and
+     * keep reading until its close frame, EOF or the deadline. */
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    c->shut = true;
+    if (req == NULL || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+      free(req);
+  }
+}
+
+static void on_write(uv_write_t *req, int status) {
+  hd_conn_t *c = req->data;
+  size_t n = 0;
+
+  for (uint32_t i = 0; i < c->inflight; i++)
+    n += c->q[(c->qhead + i) % c->qcap]->len - (i == 0 ? c->head_off : 0);
+  c->inflight = 0;
+  free(req);
+  c->wreq = NULL;
+  if (status != 0) { /* peer gone or we are closing: drop everything */
+    advance(c, n);
+    hd_conn_abort(c);
+    return;
+  }
+  atomic_fetch_add(&c->w->stats.bytes_out, n);
+  advance(c, n);
+  if (c->qlen) flush(c);
+  else after_drain(c);
+}
+
+#define MAX_IOV 64
+
+static uint32_t gather(hd_conn_t *c, uv_buf_t *bufs, size_t *total) {
+  uint32_t n = c->qlen < MAX_IOV ? c->qlen : MAX_IOV;
+
+  *total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    hd_frame_t *f = c->q[(c->qhead + i) % c->qcap];
+    uint32_t off = i == 0 ? c->head_off : 0;
+    bufs[i] = uv_buf_init((char *)f->data + off, f->len - off);
+    *total += f->len - off;
+  }
+  return n;
+}
+
+static void flush(hd_conn_t *c) {
+  uv_buf_t bufs[MAX_IOV];
+  size_t total;
+  uint32_t n;
+  int rc;
+
+  if (c->wreq != NULL || c->state == HD_CONN_CLOSED) return;
+  while (c->qlen) {
+    n = gather(c, bufs, &total);
+    rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+    if (rc == UV_EAGAIN) rc = 0;
+    if (rc < 0) {
+      hd_conn_abort(c);
+      return;
+    }
+    atomic_fetch_add(&c->w->stats.bytes_out, (uint64_t)rc);
+    advance(c, (size_t)rc);
+    if ((size_t)rc < total) break; /* the socket is full */
+  }
+  if (c->qlen == 0) {
+    after_drain(c);
+    return;
+  }
+  /* Hand the rest to libuv; the frames stay referenced until on_write. */
+  n = gather(c, bufs, &total);
+  c->wreq = malloc(sizeof(*c->wreq));
+  if (c->wreq == NULL) {
+    hd_conn_abort(c);
+    return;
+  }
+  c->wreq->data = c;
+  c->inflight = n;
+  if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, bufs, n, on_write) != 0) {
+    free(c->wreq);
+    c->wreq = NULL;
+    c->inflight = 0;
+    hd_conn_abort(c);
+  }
+}
+
+void hd_worker_flush(hd_worker_t *w) {
+  while (w->dirty) {
+    hd_conn_t *c = w->dirty;
+    w->dirty = c->dirty_next;
+    c->in_dirty = false;
+    c->dirty_next = NULL;
+    flush(c);
+  }
+}
+
+/* ---- HTTP ---------------------------------------------------------------- */
+
+static const char *reason_phrase(int status) {
+  switch (status) {
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 204: return "No Content";
+  case 304: return "Not Modified";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 413: return "Content Too Large";
+  case 426: return "Upgrade Required";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  default: return "Unknown";
+  }
+}
+
+void hd_conn_respond(hd_conn_t *c, int status, const char *content_type,
+                     const char *body, size_t len, const char *extra_headers,
+                     bool keep_alive) {
+  char head[1024];
+  hd_frame_t *f;
+  int n;
+
+  if (srv_of(c)->draining) keep_alive = false;
+  n = snprintf(head, sizeof(head),
+               "HTTP/1.1 %d %s\r\n"
+               "Content-Type: %s\r\n"
+               "Content-Length: %zu\r\n"
+               "%s"
+               "%s"
+               "\r\n",
+               status, reason_phrase(status), content_type, len,
+               keep_alive ? "" : "Connection: close\r\n", extra_headers ? extra_headers : "");
+  if (n < 0 || (size_t)n >= sizeof(head)) {
+    hd_conn_abort(c);
+    return;
+  }
+  f = hd_frame_alloc(0, (size_t)n + len);
+  if (f == NULL) {
+    hd_conn_abort(c);
+    return;
+  }
+  /* A raw buffer: overwrite the frame header with the response itself. */
+  f->len = (uint32_t)((size_t)n + len);
+  memcpy(f->data, head, (size_t)n);
+  if (len) memcpy(f->data + n, body, len);
+  hd_conn_send(c, f);
+  hd_frame_unref(f);
+  if (!keep_alive) c->close_after_write = true;
+}
+
+void hd_conn_respond_json(hd_conn_t *c, int status, const char *json, bool keep_alive) {
+  hd_conn_respond(c, status, "application/json", json, strlen(json), NULL, keep_alive);
+}
+
+void hd_conn_respond_error(hd_conn_t *c, int status, const char *code,
+                           const char *message, bool keep_alive) {
+  char body[512];
+  int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+                   code, message);
+  if (n < 0 || (size_t)n >= sizeof(body)) n = 0;
+  hd_conn_respond(c, status, "application/json", body, (size_t)n, NULL, keep_alive);
+}
+
+static void ws_feed(hd_conn_t *c, uint8_t *p, size_t n);
+
+void hd_conn_upgrade(hd_conn_t *c, const hd_http_req_t *req, int endpoint) {
+  hd_ws_handshake_t hs;
+  char resp[512];
+  size_t n;
+  hd_frame_t *f;
+
+  if (hd_ws_handshake_check(req, &hs) < 0) {
+    atomic_fetch_add(&c->w->stats.protocol_errors, 1);
+    if (hs.status == 426) {
+      char msg[160];
+      snprintf(msg, sizeof(msg), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+               hs.error, "only WebSocket version 13 is supported");
+      hd_conn_respond(c, 426, "application/json", msg, strlen(msg),
+                      "Sec-WebSocket-Version: 13\r\n", false);
+    } else {
+      hd_conn_respond_error(c, hs.status, hs.error, "invalid WebSocket handshake", false);
+    }
+    return;
+  }
+  n = hd_ws_handshake_response(&hs, resp, sizeof(resp));
+  f = hd_frame_alloc(0, n);
+  if (f == NULL) {
+    hd_conn_abort(c);
+    return;
+  }
+  f->len = (uint32_t)n;
+  memcpy(f->data, resp, n);
+  hd_conn_send(c, f);
+  hd_frame_unref(f);
+  hd_ws_reader_init(&c->ws, srv_of(c)->cfg->max_message);
+  c->state = HD_CONN_WS;
+  c->endpoint = (uint8_t)endpoint;
+  c->last_rx_s = c->last_ping_s = c->w->now_s;
+  atomic_fetch_add(&c->w->stats.ws_upgrades, 1);
+  atomic_fetch_add(&c->w->stats.ws_conns, 1);
+}
+
+static void http_feed(hd_conn_t *c, uint8_t *p, size_t n) {
+  while (n > 0 && c->state == HD_CONN_HTTP && !c->close_after_write) {
+    size_t used = 0;
+    int rc = hd_http_parser_feed(c->http, p, n, &used);
+
+    if (rc < 0) {
+      int st = hd_http_parser_status(c->http);
+      atomic_fetch_add(&c->w->stats.protocol_errors, 1);
+      hd_conn_respond_error(c, st,
+                            st == 431   ? "headers_too_large"
+                            : st == 413 ? "body_too_large"
+                                        : "bad_request",
+                            st == 431   ? "request head over 8 KiB or 100 lines"
+                            : st == 413 ? "request body over the limit"
+                                        : "malformed HTTP request",
+                            false);
+      return;
+    }
+    p += used;
+    n -= used;
+    if (rc == 0) return;
+    atomic_fetch_add(&c->w->stats.http_requests, 1);
+    hd_api_handle(c, hd_http_parser_request(c->http));
+    if (c->state == HD_CONN_WS) {
+      /* Bytes after the handshake are the first frames: don't lose them. */
+      hd_http_parser_free(c->http);
+      c->http = NULL;
+      if (n) ws_feed(c, p, n);
+      return;
+    }
+    hd_http_parser_next(c->http);
+    c->deadline_s = c->w->now_s + srv_of(c)->cfg->request_timeout_s;
+  }
+}
+
+/* ---- WebSocket ------------------------------------------------------------ */
+
+static void send_control(hd_conn_t *c, unsigned opcode, const uint8_t *p, size_t n) {
+  hd_frame_t *f = hd_frame_new(opcode, p, n);
+  if (f == NULL) {
+    hd_conn_abort(c);
+    return;
+  }
+  hd_conn_send(c, f);
+  hd_frame_unref(f);
+}
+
+void hd_conn_ws_close(hd_conn_t *c, uint16_t code, const char *reason) {
+  uint8_t payload[HD_WS_MAX_CONTROL];
+  size_t n;
+  hd_frame_t *f;
+
+  if (c->state != HD_CONN_WS) return;
+  n = hd_ws_close_payload(payload, code, reason);
+  c->state = HD_CONN_CLOSING;
+  c->deadline_s = c->w->now_s + srv_of(c)->cfg->close_timeout_s;
+  /* Queued bytes do not count against the limit here: the close must go out. */
+  f = hd_frame_new(HD_WS_OP_CLOSE, payload, n);
+  if (f == NULL || push(c, f) < 0) {
+    if (f) hd_frame_unref(f);
+    hd_conn_abort(c);
+    return;
+  }
+  hd_frame_unref(f);
+  mark_dirty(c);
+}
+
+static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
+  atomic_fetch_add(&c->w->stats.ws_messages_in, 1);
+  switch (c->endpoint) {
+  case HD_EP_ECHO: {
+    hd_frame_t *f = hd_frame_new(ev->opcode, ev->data, ev->len);
+    if (f == NULL) {
+      hd_conn_ws_close(c, HD_WS_CLOSE_INTERNAL, "out of memory");
+      return;
+    }
+    hd_conn_send(c, f);
+    hd_frame_unref(f);
+    break;
+  }
+  default: break;
+  }
+}
+
+static void ws_feed(hd_conn_t *c, uint8_t *p, size_t n) {
+  c->last_rx_s = c->w->now_s;
+  while (n > 0 && (c->state == HD_CONN_WS || c->state == HD_CONN_CLOSING)) {
+    hd_ws_event_t ev;
+    int rc = hd_ws_reader_feed(&c->ws, p, n, &ev);
+
+    if (rc < 0) {
+      uint16_t code = hd_ws_reader_close_code(&c->ws);
+      atomic_fetch_add(&c->w->stats.protocol_errors, 1);
+      hd_log(HD_LOG_DEBUG, "conn %llu: %s, closing %u", (unsigned long long)c->id,
+             hd_strerror(rc), code);
+      hd_conn_ws_close(c, code,
+                       code == HD_WS_CLOSE_BAD_DATA  ? "invalid UTF-8"
+                       : code == HD_WS_CLOSE_TOO_BIG ? "message too big"
+                                                     : "protocol error");
+      return;
+    }
+    p += rc;
+    n -= (size_t)rc;
+    switch (ev.type) {
+    case HD_WS_EV_NONE: break;
+    case HD_WS_EV_MESSAGE:
+      if (c->state == HD_CONN_WS) on_message(c, &ev);
+      break;
+    case HD_WS_EV_PING:
+      /* RFC 6455 5.5.2: answer at once, also between fragments. */
+      if (c->state == HD_CONN_WS) send_control(c, HD_WS_OP_PONG, ev.data, ev.len);
+      break;
+    case HD_WS_EV_PONG: break; /* unsolicited pongs are fine (5.5.3) */
+    case HD_WS_EV_CLOSE:
+      if (c->state == HD_CONN_WS) {
+        /* Echo the peer's code (RFC 6455 5.5.1); none means an empty close. */
+        uint8_t payload[2] = {(uint8_t)(ev.close_code >> 8), (uint8_t)ev.close_code};
+        send_control(c, HD_WS_OP_CLOSE, payload,
+                     ev.close_code == HD_WS_CLOSE_NO_STATUS ? 0 : 2);
+        c->state = HD_CONN_CLOSING;
+        c->close_after_write = true;
+        if (c->qlen == 0) hd_conn_abort(c);
+      } else {
+        hd_conn_abort(c); /* the reply to our close: the handshake is done */
+      }
+      return;
+    }
+  }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  hd_conn_t *c = container_of(s, hd_conn_t, tcp);
+
+  if (nread < 0) {
+    hd_conn_abort(c);
+    return;
+  }
+  if (nread == 0) return;
+  if (c->state == HD_CONN_HTTP) http_feed(c, (uint8_t *)buf->base, (size_t)nread);
+  else if (c->state == HD_CONN_WS || c->state == HD_CONN_CLOSING)
+    ws_feed(c, (uint8_t *)buf->base, (size_t)nread);
+}
+
+/* ---- timers ------------------------------------------------------------------ */
+
+void hd_conn_sweep(hd_conn_t *c) {
+  hd_worker_t *w = c->w;
+  hd_config_t *cfg = srv_of(c)->cfg;
+
+  switch (c->state) {
+  case HD_CONN_HTTP:
+    if ((int32_t)(w->now_s - c->deadline_s) >= 0) {
+      atomic_fetch_add(&w->stats.timeouts, 1);
+      hd_conn_abort(c);
+    }
+    break;
+  case HD_CONN_WS:
+    if (w->now_s - c->last_rx_s >= 2 * cfg->heartbeat_s) {
+      atomic_fetch_add(&w->stats.timeouts, 1);
+      hd_log(HD_LOG_INFO, "conn %llu: silent for two heartbeats, closing",
+             (unsigned long long)c->id);
+      hd_conn_abort(c);
+    } else if (w->now_s - c->last_ping_s >= cfg->heartbeat_s) {
+      c->last_ping_s = w->now_s;
+      hd_conn_send(c, w->ping);
+    }
+    break;
+  case HD_CONN_CLOSING:
+    if ((int32_t)(w->now_s - c->deadline_s) >= 0) hd_conn_abort(c);
+    break;
+  default: break;
+  }
+}

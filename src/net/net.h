@@ -1,0 +1,130 @@
+/* The network layer: workers, listeners, connections, write queues, timers.
+ * The only part of Herald that calls uv_*.
+ *
+ * Threads. The server owns N workers; each runs its own uv loop on its own
+ * thread with its own listening socket on the shared port (SO_REUSEPORT), so the
+ * kernel spreads new connections across them. A connection lives on the worker
+ * that accepted it for its whole life and is touched only by that worker's
+ * thread. The main thread only handles signals and starts/stops the workers.
+ */
+#ifndef HD_NET_NET_H
+#define HD_NET_NET_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/frame.h"
+#include "proto/http.h"
+#include "proto/ws.h"
+
+typedef struct hd_server_s hd_server_t;
+typedef struct hd_worker_s hd_worker_t;
+typedef struct hd_conn_s hd_conn_t;
+
+#define HD_READ_BUF (64 * 1024)
+
+/* Per-worker counters; read by other threads for /metrics, so atomic. */
+typedef struct {
+  atomic_uint_fast64_t accepted;
+  atomic_uint_fast64_t http_requests;
+  atomic_uint_fast64_t ws_upgrades;
+  atomic_uint_fast64_t ws_messages_in;
+  atomic_uint_fast64_t frames_out;
+  atomic_uint_fast64_t bytes_out;
+  atomic_uint_fast64_t protocol_errors;
+  atomic_uint_fast64_t slow_consumers;
+  atomic_uint_fast64_t timeouts;
+  atomic_int_fast64_t conns;    /* open TCP connections */
+  atomic_int_fast64_t ws_conns; /* open WebSocket connections */
+} hd_worker_stats_t;
+
+struct hd_worker_s {
+  hd_server_t *srv;
+  int id;
+  uv_loop_t loop;
+  uv_thread_t thread;
+  uv_tcp_t listener;
+  uv_async_t wakeup;  /* another thread has work for this worker */
+  uv_timer_t sweep;   /* once a second: timeouts and heartbeats */
+  uv_prepare_t flush_before_poll;
+  uv_check_t flush_after_poll;
+  hd_conn_t *conns;   /* every open connection (intrusive list) */
+  hd_conn_t *dirty;   /* connections with queued bytes to write this pass */
+  hd_frame_t *ping;   /* the shared heartbeat ping frame */
+  uint32_t now_s;     /* loop time in seconds, updated by the sweep */
+  bool stopping;
+  hd_worker_stats_t stats;
+  uint8_t rbuf[HD_READ_BUF]; /* shared read buffer: reads are handled synchronously */
+};
+
+struct hd_server_s {
+  hd_config_t *cfg;
+  int nworkers;
+  hd_worker_t *workers;
+  int port;                 /* the bound port (resolves --listen ...:0) */
+  uint64_t started_ms;      /* wall clock at start, for uptime */
+  atomic_bool draining;
+  uv_loop_t *main_loop;
+  uv_signal_t sigterm;
+  uv_signal_t sigint;
+  atomic_uint_fast64_t next_conn_id;
+};
+
+/* Connection states. */
+enum { HD_CONN_HTTP = 0, HD_CONN_WS, HD_CONN_CLOSING, HD_CONN_CLOSED };
+
+/* What a WebSocket connection is for. */
+enum { HD_EP_NONE = 0, HD_EP_ECHO };
+
+struct hd_conn_s {
+  uv_tcp_t tcp;
+  hd_worker_t *w;
+  hd_conn_t *prev, *next; /* worker's list */
+  hd_conn_t *dirty_next;
+  hd_http_parser_t *http; /* while speaking HTTP; NULL after the upgrade */
+  hd_frame_t **q;         /* send queue: a ring of shared frames */
+  uv_write_t *wreq;       /* the write in flight, if any */
+  uint64_t id;
+  size_t queued;          /* bytes queued and not yet written */
+  hd_ws_reader_t ws;
+  uint32_t qhead, qlen, qcap;
+  uint32_t head_off;      /* bytes of q[qhead] already written */
+  uint32_t inflight;      /* frames at the head owned by wreq */
+  uint32_t deadline_s;    /* HTTP: request deadline; CLOSING: give up waiting */
+  uint32_t last_rx_s;
+  uint32_t last_ping_s;
+  uint8_t state;
+  uint8_t endpoint;
+  bool in_dirty;
+  bool close_after_write; /* close TCP once the queue drains */
+  bool shut;              /* uv_shutdown issued */
+};
+
+/* Server lifecycle (main thread). */
+int hd_server_init(hd_server_t *srv, hd_config_t *cfg, uv_loop_t *main_loop);
+int hd_server_run(hd_server_t *srv); /* until SIGTERM/SIGINT and drain */
+void hd_server_dispose(hd_server_t *srv);
+
+/* Connection operations (the connection's worker thread only). */
+void hd_conn_accept(hd_worker_t *w);
+void hd_conn_send(hd_conn_t *c, hd_frame_t *f); /* takes a new reference */
+void hd_conn_respond(hd_conn_t *c, int status, const char *content_type,
+                     const char *body, size_t len, const char *extra_headers,
+                     bool keep_alive);
+void hd_conn_respond_json(hd_conn_t *c, int status, const char *json, bool keep_alive);
+void hd_conn_respond_error(hd_conn_t *c, int status, const char *code,
+                           const char *message, bool keep_alive);
+void hd_conn_upgrade(hd_conn_t *c, const hd_http_req_t *req, int endpoint);
+void hd_conn_ws_close(hd_conn_t *c, uint16_t code, const char *reason);
+void hd_conn_abort(hd_conn_t *c);
+void hd_conn_sweep(hd_conn_t *c); /* timeouts and heartbeat, once a second */
+void hd_worker_flush(hd_worker_t *w);
+
+/* The HTTP router (src/api): handles one complete request. */
+void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req);
+
+#endif
