@@ -11,7 +11,8 @@
  * after polling, with one writev (uv_try_write) over the queued frames. What the
  * socket does not take goes out through one uv_write whose frames stay
  * referenced until its callback. The queued byte count is bounded by
- * cfg->max_queue: past it, a WebSocket is closed with 4008.
+ * cfg->max_queue: a frame arriving when the queue already holds that much closes
+ * the WebSocket with 4008.
  *
  * Closing (RFC 6455 7.1). When the peer sends a close frame, the server answers
  * with its own and closes TCP once that is written. When the server closes
@@ -159,7 +160,10 @@ void hd_conn_send(hd_conn_t *c, hd_frame_t *f) {
   hd_config_t *cfg = srv_of(c)->cfg;
 
   if (c->state == HD_CONN_CLOSED || c->close_after_write) return;
-  if (c->state == HD_CONN_WS && c->queued + f->len > cfg->max_queue) {
+  /* A high-water mark: a frame is refused once the bytes already queued reach
+   * the limit, so a queue holds at most max_queue plus one frame, and a single
+   * frame larger than the limit (a big echo) can still go out. */
+  if (c->state == HD_CONN_WS && c->queued >= cfg->max_queue) {
     atomic_fetch_add(&c->w->stats.slow_consumers, 1);
     hd_log(HD_LOG_WARN, "conn %llu: send queue over %zu bytes, closing 4008",
            (unsigned long long)c->id, cfg->max_queue);
