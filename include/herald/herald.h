@@ -66,4 +66,7 @@ HD_EXPORT const char *hd_version(void);
 #ifdef __cplusplus
 }
 #endif
+
+#include "herald/manager.h"
+
 #endif /* HERALD_H */

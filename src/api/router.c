@@ -1,8 +1,12 @@
 /* The HTTP router: maps a complete request to its handler.
  *
- *   GET /health          liveness: {"status":"ok","version":..,"uptime_s":..}
- *   GET <echo-path>      the RFC 6455 echo endpoint, when configured
- *   anything else        404 with a JSON error body
+ *   GET  /health            liveness: {"status":"ok","version":..,"uptime_s":..}
+ *   GET  /ws-health         the manager's view; 503 while draining
+ *   GET  /metrics           Prometheus text
+ *   GET  /ws                the client WebSocket (src/api/client.c)
+ *   *    /api/v1/...        the backend API (src/api/backend.c)
+ *   GET  <echo-path>        the RFC 6455 echo endpoint, when configured
+ *   anything else           404 with a JSON error body
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +17,12 @@
 static bool path_is(const hd_http_req_t *req, const char *path) {
   size_t n = strlen(path);
   return req->path_len == n && memcmp(req->path, path, n) == 0;
+}
+
+static bool get_only(hd_conn_t *c, const hd_http_req_t *req) {
+  if (req->method == HTTP_GET) return true;
+  hd_conn_respond_error(c, 405, "method_not_allowed", "use GET", req->keep_alive);
+  return false;
 }
 
 static void health(hd_conn_t *c, const hd_http_req_t *req) {
@@ -27,18 +37,22 @@ static void health(hd_conn_t *c, const hd_http_req_t *req) {
 
 void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req) {
   const hd_config_t *cfg = c->w->srv->cfg;
+  static const char api[] = "/api/v1/";
 
   if (path_is(req, "/health")) {
-    if (req->method != HTTP_GET && req->method != HTTP_HEAD) {
-      hd_conn_respond_error(c, 405, "method_not_allowed", "use GET", req->keep_alive);
-      return;
-    }
-    health(c, req);
-    return;
-  }
-  if (cfg->echo_path && path_is(req, cfg->echo_path)) {
+    if (get_only(c, req)) health(c, req);
+  } else if (path_is(req, "/ws")) {
+    hd_client_upgrade(c, req);
+  } else if (path_is(req, "/ws-health")) {
+    if (get_only(c, req)) hd_api_ws_health(c, req);
+  } else if (path_is(req, "/metrics")) {
+    if (get_only(c, req)) hd_api_metrics(c, req);
+  } else if (req->path_len > sizeof(api) - 1 &&
+             memcmp(req->path, api, sizeof(api) - 1) == 0) {
+    hd_api_backend(c, req, req->path + sizeof(api) - 2, req->path_len - (sizeof(api) - 2));
+  } else if (cfg->echo_path && path_is(req, cfg->echo_path)) {
     hd_conn_upgrade(c, req, HD_EP_ECHO);
-    return;
+  } else {
+    hd_conn_respond_error(c, 404, "not_found", "no such path", req->keep_alive);
   }
-  hd_conn_respond_error(c, 404, "not_found", "no such path", req->keep_alive);
 }

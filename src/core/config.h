@@ -18,8 +18,22 @@ typedef struct hd_config_s {
   unsigned heartbeat_s;       /* 25: ping interval; 2 missed = closed */
   unsigned request_timeout_s; /* 10: a request (or handshake) must complete */
   unsigned close_timeout_s;   /* 5: wait for the peer's close reply */
+  unsigned auth_timeout_s;    /* 10: the first-message auth must arrive */
   unsigned drain_timeout_s;   /* 10: SIGTERM drain */
   int backlog;                /* 1024 */
+  size_t max_batch;           /* 1000 events per publish request */
+
+  /* Identity (PROTOCOL.md section 1). The HMAC secret and the API key come from
+   * the environment: HERALD_JWT_SECRET and HERALD_API_KEY. */
+  char *jwt_secret;           /* raw bytes of HERALD_JWT_SECRET, >= 32 */
+  size_t jwt_secret_len;
+  char *jwt_alg;              /* "HS256" (default), "RS256" or "ES256" */
+  char *jwt_public_key_file;  /* PEM, for RS256/ES256 */
+  char *jwt_audience;         /* checked when set */
+  char *jwt_issuer;           /* checked when set */
+  unsigned jwt_leeway_s;      /* 30, at most 60 */
+  char *api_key;              /* HERALD_API_KEY; NULL disables the backend API */
+  char *allowed_origins;      /* comma-separated origins; NULL = same host only */
 } hd_config_t;
 
 /* Fills cfg with the defaults above. */

@@ -26,13 +26,36 @@ void hd_config_defaults(hd_config_t *cfg) {
   cfg->heartbeat_s = 25;
   cfg->request_timeout_s = 10;
   cfg->close_timeout_s = 5;
+  cfg->auth_timeout_s = 10;
   cfg->drain_timeout_s = 10;
   cfg->backlog = 1024;
+  cfg->max_batch = 1000;
+  cfg->jwt_leeway_s = 30;
 }
 
 void hd_config_dispose(hd_config_t *cfg) {
-  free(cfg->echo_path);
-  cfg->echo_path = NULL;
+  char **strs[] = {&cfg->echo_path,          &cfg->jwt_secret,   &cfg->jwt_alg,
+                   &cfg->jwt_public_key_file, &cfg->jwt_audience, &cfg->jwt_issuer,
+                   &cfg->api_key,             &cfg->allowed_origins};
+  for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+    free(*strs[i]);
+    *strs[i] = NULL;
+  }
+}
+
+static int set_str(char **dst, const char *v) {
+  char *p = strdup(v);
+  if (p == NULL) return HD_ENOMEM;
+  free(*dst);
+  *dst = p;
+  return 0;
+}
+
+/* Option names: the command line spelling; the file may use '_' for '-'. */
+static bool is(const char *name, const char *opt) {
+  for (; *name && *opt; name++, opt++)
+    if (*name != *opt && !(*name == '_' && *opt == '-')) return false;
+  return *name == *opt;
 }
 
 static int errf(char *err, size_t errlen, const char *fmt, ...) {
@@ -121,6 +144,27 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       cfg->drain_timeout_s = (unsigned)n;
     return rc;
   }
+  if (is(name, "jwt-alg")) {
+    if (strcmp(v, "HS256") && strcmp(v, "RS256") && strcmp(v, "ES256"))
+      return errf(err, errlen, "--jwt-alg: one of HS256, RS256, ES256");
+    return set_str(&cfg->jwt_alg, v);
+  }
+  if (is(name, "jwt-public-key")) return set_str(&cfg->jwt_public_key_file, v);
+  if (is(name, "jwt-audience")) return set_str(&cfg->jwt_audience, v);
+  if (is(name, "jwt-issuer")) return set_str(&cfg->jwt_issuer, v);
+  if (is(name, "jwt-leeway")) {
+    if ((rc = parse_size("--jwt-leeway", v, 0, 60, &n, err, errlen)) == 0)
+      cfg->jwt_leeway_s = (unsigned)n;
+    return rc;
+  }
+  if (is(name, "allowed-origins")) return set_str(&cfg->allowed_origins, v);
+  if (is(name, "auth-timeout")) {
+    if ((rc = parse_size("--auth-timeout", v, 1, 3600, &n, err, errlen)) == 0)
+      cfg->auth_timeout_s = (unsigned)n;
+    return rc;
+  }
+  if (is(name, "max-batch"))
+    return parse_size("--max-batch", v, 1, 100000, &cfg->max_batch, err, errlen);
   if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
     static const char *const levels[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++)
@@ -172,6 +216,15 @@ static const char usage[] =
     "  --heartbeat SECONDS     ping interval; two silent intervals close (default 25)\n"
     "  --request-timeout S     a request or handshake must arrive within (default 10)\n"
     "  --drain-timeout S       SIGTERM: wait this long for clients (default 10)\n"
+    "  --auth-timeout S        first-message auth must arrive within (default 10)\n"
+    "  --jwt-alg ALG           HS256 (default, key HERALD_JWT_SECRET), RS256, ES256\n"
+    "  --jwt-public-key FILE   PEM public key for RS256/ES256\n"
+    "  --jwt-audience AUD      require this aud claim\n"
+    "  --jwt-issuer ISS        require this iss claim\n"
+    "  --jwt-leeway S          clock skew allowed for exp/nbf, <= 60 (default 30)\n"
+    "  --allowed-origins LIST  comma-separated origins (default: the request's host)\n"
+    "  --max-batch N           events per publish request (default 1000)\n"
+    "environment: HERALD_JWT_SECRET (HMAC key, >= 32 bytes), HERALD_API_KEY (backend API)\n"
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --help, --version\n";
 
@@ -204,5 +257,11 @@ int hd_config_from_args(hd_config_t *cfg, int argc, char **argv, char *err,
     }
     if ((rc = apply(cfg, a + 2, argv[++i], err, errlen)) != 0) return rc;
   }
+  const char *secret = getenv("HERALD_JWT_SECRET"), *key = getenv("HERALD_API_KEY");
+  if (secret && *secret) {
+    if ((rc = set_str(&cfg->jwt_secret, secret)) != 0) return rc;
+    cfg->jwt_secret_len = strlen(secret);
+  }
+  if (key && *key && (rc = set_str(&cfg->api_key, key)) != 0) return rc;
   return 0;
 }

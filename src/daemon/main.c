@@ -1,12 +1,65 @@
 /* heraldd: parse the configuration, start the workers, serve until SIGTERM. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <uv.h>
 
+#include "auth/jwt.h"
 #include "core/config.h"
 #include "daemon/log.h"
 #include "net/net.h"
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  long n;
+
+  if (f == NULL) return NULL;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && n < (1 << 20) &&
+      fseek(f, 0, SEEK_SET) == 0 && (buf = calloc(1, (size_t)n + 1)) != NULL &&
+      fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    free(buf);
+    buf = NULL;
+  }
+  fclose(f);
+  return buf;
+}
+
+/* Builds the token verifier the configuration asks for; refuses weak setups. */
+static int make_verifier(const hd_config_t *cfg, hd_jwt_verifier_t **out) {
+  hd_jwt_config_t jc = {0};
+  char err[256] = "", *pem = NULL;
+  int rc;
+
+  jc.alg = HD_JWT_HS256;
+  if (cfg->jwt_alg && strcmp(cfg->jwt_alg, "RS256") == 0) jc.alg = HD_JWT_RS256;
+  if (cfg->jwt_alg && strcmp(cfg->jwt_alg, "ES256") == 0) jc.alg = HD_JWT_ES256;
+  if (jc.alg == HD_JWT_HS256) {
+    if (cfg->jwt_secret == NULL) {
+      hd_log(HD_LOG_ERROR, "HERALD_JWT_SECRET is not set (an HMAC key of >= %d bytes)",
+             HD_JWT_MIN_SECRET);
+      return -1;
+    }
+    jc.secret = (const uint8_t *)cfg->jwt_secret;
+    jc.secret_len = cfg->jwt_secret_len;
+  } else {
+    if (cfg->jwt_public_key_file == NULL ||
+        (pem = read_file(cfg->jwt_public_key_file)) == NULL) {
+      hd_log(HD_LOG_ERROR, "--jwt-public-key: cannot read the PEM public key");
+      return -1;
+    }
+    jc.public_key_pem = pem;
+  }
+  jc.audience = cfg->jwt_audience;
+  jc.issuer = cfg->jwt_issuer;
+  jc.leeway_s = cfg->jwt_leeway_s;
+  rc = hd_jwt_verifier_new(&jc, out, err, sizeof(err));
+  free(pem);
+  if (rc != 0) hd_log(HD_LOG_ERROR, "JWT configuration: %s", err);
+  return rc;
+}
 
 int main(int argc, char **argv) {
   hd_config_t cfg;
@@ -26,9 +79,13 @@ int main(int argc, char **argv) {
     hd_log(HD_LOG_ERROR, "cannot start: %s", uv_strerror(rc));
     return 1;
   }
+  if (make_verifier(&cfg, &srv.jwt) != 0) return 1;
+  if (cfg.api_key == NULL)
+    hd_log(HD_LOG_WARN, "HERALD_API_KEY is not set: the backend API answers 401");
   if (cfg.echo_path) hd_log(HD_LOG_INFO, "echo endpoint at %s (testing only)", cfg.echo_path);
   rc = hd_server_run(&srv);
   hd_server_dispose(&srv);
+  hd_jwt_verifier_free(srv.jwt);
   uv_loop_close(uv_default_loop());
   hd_config_dispose(&cfg);
   return rc == 0 ? 0 : 1;

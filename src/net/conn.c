@@ -62,17 +62,24 @@ static void on_closed(uv_handle_t *h) {
   free(c->q);
   hd_ws_reader_dispose(&c->ws);
   hd_http_parser_free(c->http);
+  c->http = NULL;
   if (c->prev) c->prev->next = c->next;
   else w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   atomic_fetch_sub(&w->stats.conns, 1);
-  free(c);
+  hd_conn_unref(c); /* inbox items may still hold the memory */
+}
+
+void hd_conn_unref(hd_conn_t *c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) free(c);
 }
 
 /* Closes the TCP connection now; queued bytes are dropped. Idempotent. */
 void hd_conn_abort(hd_conn_t *c) {
   if (c->state == HD_CONN_CLOSED) return;
   if (c->endpoint != HD_EP_NONE) atomic_fetch_sub(&c->w->stats.ws_conns, 1);
+  /* Unregister first: from here on no thread can hand us new frames. */
+  if (c->sub.user) hd__manager_detach(srv_of(c)->manager, &c->sub);
   c->state = HD_CONN_CLOSED;
   uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
@@ -85,6 +92,8 @@ void hd_conn_accept(hd_worker_t *w) {
     return;
   }
   c->w = w;
+  atomic_init(&c->refs, 1);
+  c->sub.worker = (uint16_t)w->id;
   c->id = atomic_fetch_add(&w->srv->next_conn_id, 1) + 1;
   uv_tcp_init(&w->loop, &c->tcp);
   c->next = w->conns;
@@ -386,6 +395,7 @@ void hd_conn_upgrade(hd_conn_t *c, const hd_http_req_t *req, int endpoint) {
   c->state = HD_CONN_WS;
   c->endpoint = (uint8_t)endpoint;
   c->last_rx_s = c->last_ping_s = c->w->now_s;
+  c->deadline_s = c->w->now_s + srv_of(c)->cfg->auth_timeout_s; /* CLIENT: auth */
   atomic_fetch_add(&c->w->stats.ws_upgrades, 1);
   atomic_fetch_add(&c->w->stats.ws_conns, 1);
 }
@@ -470,8 +480,42 @@ static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
     hd_frame_unref(f);
     break;
   }
+  case HD_EP_CLIENT:
+    if (ev->opcode != HD_WS_OP_TEXT) {
+      hd_conn_ws_close(c, HD_WS_CLOSE_UNSUPPORTED, "binary messages are not accepted");
+      return;
+    }
+    hd_client_on_message(c, ev->data, ev->len);
+    break;
   default: break;
   }
+}
+
+int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp) {
+  hd_server_t *srv = srv_of(c);
+  char welcome[256 + 6 * HD_ID_MAX], epoch[HD_EPOCH_LEN + 1], esc[6 * HD_ID_MAX];
+  uint64_t seq;
+  hd_frame_t *f;
+  int n, rc;
+
+  assert(c->endpoint == HD_EP_CLIENT && !c->authed);
+  if ((rc = hd__manager_attach(srv->manager, &c->sub, user_id, &seq, epoch)) < 0) return rc;
+  c->authed = true;
+  c->token_exp = token_exp;
+  n = snprintf(welcome, sizeof(welcome),
+               "{\"type\":\"welcome\",\"user_id\":\"%.*s\",\"connection_id\":\"%llu\","
+               "\"seq\":%llu,\"epoch\":\"%s\",\"heartbeat_s\":%u}",
+               (int)hd__json_escape(esc, user_id, strlen(user_id)), esc,
+               (unsigned long long)c->id, (unsigned long long)seq, epoch,
+               srv->cfg->heartbeat_s);
+  /* Queued before any event frame can be: inbox items are handled on this
+   * thread, after this function returns. */
+  f = hd_frame_new(HD_WS_OP_TEXT, welcome, (size_t)n);
+  if (f == NULL) return HD_ENOMEM;
+  hd_conn_send(c, f);
+  hd_frame_unref(f);
+  hd_log(HD_LOG_DEBUG, "conn %llu: authenticated as %s", (unsigned long long)c->id, user_id);
+  return 0;
 }
 
 static void ws_feed(hd_conn_t *c, uint8_t *p, size_t n) {
@@ -547,7 +591,13 @@ void hd_conn_sweep(hd_conn_t *c) {
     }
     break;
   case HD_CONN_WS:
-    if (w->now_s - c->last_rx_s >= 2 * cfg->heartbeat_s) {
+    if (c->endpoint == HD_EP_CLIENT && !c->authed &&
+        (int32_t)(w->now_s - c->deadline_s) >= 0) {
+      atomic_fetch_add(&w->stats.auth_failures, 1);
+      hd_conn_ws_close(c, HD_WS_CLOSE_UNAUTHORIZED, "no auth message in time");
+    } else if (c->authed && c->token_exp <= w->wall_s) {
+      hd_conn_ws_close(c, HD_WS_CLOSE_TOKEN_EXPIRED, "token expired");
+    } else if (w->now_s - c->last_rx_s >= 2 * cfg->heartbeat_s) {
       atomic_fetch_add(&w->stats.timeouts, 1);
       hd_log(HD_LOG_INFO, "conn %llu: silent for two heartbeats, closing",
              (unsigned long long)c->id);

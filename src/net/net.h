@@ -18,6 +18,7 @@
 
 #include "core/config.h"
 #include "core/frame.h"
+#include "core/manager_internal.h"
 #include "proto/http.h"
 #include "proto/ws.h"
 
@@ -38,6 +39,8 @@ typedef struct {
   atomic_uint_fast64_t protocol_errors;
   atomic_uint_fast64_t slow_consumers;
   atomic_uint_fast64_t timeouts;
+  atomic_uint_fast64_t auth_failures;
+  atomic_uint_fast64_t client_errors; /* error replies to client messages */
   atomic_int_fast64_t conns;    /* open TCP connections */
   atomic_int_fast64_t ws_conns; /* open WebSocket connections */
 } hd_worker_stats_t;
@@ -49,6 +52,11 @@ struct hd_worker_s {
   uv_thread_t thread;
   uv_tcp_t listener;
   uv_async_t wakeup;  /* another thread has work for this worker */
+  uv_mutex_t inbox_lock;
+  struct hd_inbox_item_s *inbox; /* frames and closes handed over by other threads */
+  size_t inbox_len, inbox_cap;
+  struct hd_inbox_item_s *spare; /* the other buffer of the double-buffered inbox */
+  size_t spare_cap;
   uv_timer_t sweep;   /* once a second: timeouts and heartbeats */
   uv_prepare_t flush_before_poll;
   uv_check_t flush_after_poll;
@@ -56,6 +64,7 @@ struct hd_worker_s {
   hd_conn_t *dirty;   /* connections with queued bytes to write this pass */
   hd_frame_t *ping;   /* the shared heartbeat ping frame */
   uint32_t now_s;     /* loop time in seconds, updated by the sweep */
+  int64_t wall_s;     /* Unix time, updated by the sweep (token expiry) */
   bool stopping;
   hd_worker_stats_t stats;
   uint8_t rbuf[HD_READ_BUF]; /* shared read buffer: reads are handled synchronously */
@@ -72,17 +81,22 @@ struct hd_server_s {
   uv_signal_t sigterm;
   uv_signal_t sigint;
   atomic_uint_fast64_t next_conn_id;
+  hd_manager_t *manager;
+  struct hd_jwt_verifier_s *jwt; /* NULL: /ws refuses every token */
 };
 
 /* Connection states. */
 enum { HD_CONN_HTTP = 0, HD_CONN_WS, HD_CONN_CLOSING, HD_CONN_CLOSED };
 
 /* What a WebSocket connection is for. */
-enum { HD_EP_NONE = 0, HD_EP_ECHO };
+enum { HD_EP_NONE = 0, HD_EP_ECHO, HD_EP_CLIENT };
 
 struct hd_conn_s {
   uv_tcp_t tcp;
   hd_worker_t *w;
+  hd_sub_t sub;           /* registration with the manager (CLIENT, authed) */
+  atomic_uint refs;       /* 1 for the open handle + 1 per inbox item */
+  int64_t token_exp;      /* CLIENT: the token's exp; 4002 when passed */
   hd_conn_t *prev, *next; /* worker's list */
   hd_conn_t *dirty_next;
   hd_http_parser_t *http; /* while speaking HTTP; NULL after the upgrade */
@@ -102,7 +116,15 @@ struct hd_conn_s {
   bool in_dirty;
   bool close_after_write; /* close TCP once the queue drains */
   bool shut;              /* uv_shutdown issued */
+  bool authed;            /* CLIENT: the user is known and registered */
 };
+
+/* A frame (or a close request) handed to a connection's worker. */
+typedef struct hd_inbox_item_s {
+  hd_conn_t *c;   /* holds a reference */
+  hd_frame_t *f;  /* holds a reference; NULL for a close */
+  uint16_t code;  /* close code when f is NULL */
+} hd_inbox_item_t;
 
 /* Server lifecycle (main thread). */
 int hd_server_init(hd_server_t *srv, hd_config_t *cfg, uv_loop_t *main_loop);
@@ -123,8 +145,28 @@ void hd_conn_ws_close(hd_conn_t *c, uint16_t code, const char *reason);
 void hd_conn_abort(hd_conn_t *c);
 void hd_conn_sweep(hd_conn_t *c); /* timeouts and heartbeat, once a second */
 void hd_worker_flush(hd_worker_t *w);
+void hd_conn_unref(hd_conn_t *c);
+
+/* Registers an upgraded CLIENT connection as user_id and sends the welcome. */
+int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp);
+
+/* The manager's transport: hands frames and closes to connections' workers. */
+extern const hd_transport_t hd_net_transport;
+void hd_worker_drain_inbox(hd_worker_t *w);
 
 /* The HTTP router (src/api): handles one complete request. */
 void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req);
+
+/* The client protocol (src/api/client.c): a text message from a CLIENT
+ * connection, and the upgrade of GET /ws. */
+void hd_client_on_message(hd_conn_t *c, const uint8_t *data, size_t len);
+void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req);
+
+/* The backend API under /api/v1 (src/api/backend.c); path is after the prefix. */
+void hd_api_backend(hd_conn_t *c, const hd_http_req_t *req, const char *path, size_t n);
+
+/* GET /metrics and /ws-health (src/api/metrics.c). */
+void hd_api_metrics(hd_conn_t *c, const hd_http_req_t *req);
+void hd_api_ws_health(hd_conn_t *c, const hd_http_req_t *req);
 
 #endif

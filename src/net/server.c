@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@ static void on_sweep(uv_timer_t *t) {
   hd_conn_t *c, *next;
 
   w->now_s = (uint32_t)(uv_now(&w->loop) / 1000);
+  w->wall_s = (int64_t)time(NULL);
   for (c = w->conns; c; c = next) {
     next = c->next;
     hd_conn_sweep(c);
@@ -88,6 +90,7 @@ static void abort_all(hd_worker_t *w) {
 static void on_wakeup(uv_async_t *a) {
   hd_worker_t *w = a->data;
 
+  hd_worker_drain_inbox(w);
   if (atomic_load(&w->srv->draining) && !w->stopping) {
     begin_drain(w);
     /* Wake often while draining so worker_main notices the last connection
@@ -174,6 +177,8 @@ static int worker_init(hd_server_t *srv, hd_worker_t *w, int id) {
   uv_check_start(&w->flush_after_poll, on_flush_check);
   w->ping = hd_frame_new(HD_WS_OP_PING, NULL, 0);
   w->now_s = (uint32_t)(uv_now(&w->loop) / 1000);
+  w->wall_s = (int64_t)time(NULL);
+  uv_mutex_init(&w->inbox_lock);
   return w->ping ? 0 : UV_ENOMEM;
 }
 
@@ -186,6 +191,8 @@ int hd_server_init(hd_server_t *srv, hd_config_t *cfg, uv_loop_t *main_loop) {
   srv->port = cfg->listen_port;
   srv->nworkers = cfg->workers > 0 ? cfg->workers : (int)uv_available_parallelism();
   srv->started_ms = uv_hrtime() / 1000000;
+  srv->manager = hd_manager_get();
+  hd__manager_set_transport(srv->manager, &hd_net_transport);
   srv->workers = calloc((size_t)srv->nworkers, sizeof(hd_worker_t));
   if (srv->workers == NULL) return UV_ENOMEM;
   for (int i = 0; i < srv->nworkers; i++)
@@ -197,6 +204,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   hd_server_t *srv = s->data;
 
   if (atomic_exchange(&srv->draining, true)) return;
+  hd__manager_set_draining(srv->manager, true);
   hd_log(HD_LOG_INFO, "signal %d: draining (up to %us)", signum, srv->cfg->drain_timeout_s);
   for (int i = 0; i < srv->nworkers; i++) uv_async_send(&srv->workers[i].wakeup);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
@@ -226,6 +234,10 @@ int hd_server_run(hd_server_t *srv) {
 void hd_server_dispose(hd_server_t *srv) {
   for (int i = 0; srv->workers && i < srv->nworkers; i++) {
     hd_worker_t *w = &srv->workers[i];
+    hd_worker_drain_inbox(w); /* drops what arrived after the last connection closed */
+    free(w->inbox);
+    free(w->spare);
+    uv_mutex_destroy(&w->inbox_lock);
     if (w->ping) hd_frame_unref(w->ping);
     uv_loop_close(&w->loop);
   }

@@ -328,13 +328,12 @@ static void test_lengths(void) {
         free(all);
       }
       /* exactly at the limit: accepted; one byte under the size: 1009 */
-      if (len > 0) {
+      if (len > 1) {
         run(b.p, b.len, NULL, 0, len, &l);
         CHECK_INT(l.err, 0);
         CHECK_INT(l.nev, 1);
         log_free(&l);
-        cuts[0] = hsize; /* only the header */
-        run(b.p, hsize, NULL, 0, len - 1, &l);
+        run(b.p, hsize /* only the header */, NULL, 0, len - 1, &l);
         CHECK_INT(l.err, HD_ELIMIT);
         CHECK_INT(l.close_code, HD_WS_CLOSE_TOO_BIG);
         log_free(&l);

@@ -1,0 +1,246 @@
+/* The backend API (PROTOCOL.md section 7): publish, disconnect, presence.
+ *
+ * Every request needs `Authorization: Bearer <HERALD_API_KEY>`, compared in
+ * constant time. A batch is validated whole before any of it is published, so
+ * a bad event in position 7 publishes nothing and the error names index 7.
+ * Events are validated here (known type, ids are strings of 1..128 bytes, data
+ * an object, the encoded event within the message limit); the manager then
+ * assigns seq and routes.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "auth/jwt.h"
+#include "net/net.h"
+
+#define ENVELOPE_MAX 700 /* type, seq, epoch, escaped ids, ts: a generous bound */
+
+typedef struct {
+  const char *user_id;
+  hd_event_t ev;
+  char *data; /* owned: the compact JSON of "data" */
+} event_t;
+
+static bool authorized(hd_conn_t *c, const hd_http_req_t *req) {
+  const char *key = c->w->srv->cfg->api_key;
+  const hd_http_header_t *h = hd_http_header_find(req, "authorization", NULL);
+
+  if (key == NULL || h == NULL || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
+    return false;
+  return hd_secret_equal(h->value + 7, h->value_len - 7, key, strlen(key));
+}
+
+static void error_reply(hd_conn_t *c, const hd_http_req_t *req, int status, const char *code,
+                        const char *message) {
+  hd_conn_respond_error(c, status, code, message, req->keep_alive);
+}
+
+static const char *id_field(json_t *ev, const char *name, bool required, const char **err) {
+  json_t *v = json_object_get(ev, name);
+  size_t n;
+
+  if (v == NULL || json_is_null(v)) {
+    if (required) *err = "missing";
+    return NULL;
+  }
+  if (!json_is_string(v)) {
+    *err = "not_a_string";
+    return NULL;
+  }
+  n = json_string_length(v);
+  if (n == 0 || n > HD_ID_MAX || memchr(json_string_value(v), 0, n)) {
+    *err = "bad_length";
+    return NULL;
+  }
+  return json_string_value(v);
+}
+
+/* Validates one event; on error writes a message naming the problem. */
+static bool parse_event(json_t *j, size_t max_message, event_t *out, char *msg, size_t cap) {
+  const char *err = NULL, *type;
+  json_t *data;
+  int t;
+
+  memset(out, 0, sizeof(*out));
+  if (!json_is_object(j)) {
+    snprintf(msg, cap, "event must be an object");
+    return false;
+  }
+  out->user_id = id_field(j, "user_id", true, &err);
+  if (err) {
+    snprintf(msg, cap, "user_id: %s (a string of 1..%d bytes)", err, HD_ID_MAX);
+    return false;
+  }
+  out->ev.thread_id = id_field(j, "thread_id", false, &err);
+  if (err) {
+    snprintf(msg, cap, "thread_id: %s (a string of 1..%d bytes)", err, HD_ID_MAX);
+    return false;
+  }
+  out->ev.run_id = id_field(j, "run_id", false, &err);
+  if (err) {
+    snprintf(msg, cap, "run_id: %s (a string of 1..%d bytes)", err, HD_ID_MAX);
+    return false;
+  }
+  type = json_string_value(json_object_get(j, "type"));
+  if (type == NULL || (t = hd_event_type_parse(type, strlen(type))) < 0) {
+    snprintf(msg, cap, "type: must be one of agent_started, agent_thinking, tool_executing, "
+                       "tool_completed, agent_message, agent_completed");
+    return false;
+  }
+  out->ev.type = (hd_event_type_t)t;
+  data = json_object_get(j, "data");
+  if (!json_is_object(data)) {
+    snprintf(msg, cap, "data: must be an object");
+    return false;
+  }
+  out->data = json_dumps(data, JSON_COMPACT);
+  if (out->data == NULL) {
+    snprintf(msg, cap, "data: cannot be encoded");
+    return false;
+  }
+  out->ev.data = out->data;
+  out->ev.data_len = strlen(out->data);
+  if (out->ev.data_len + ENVELOPE_MAX > max_message) {
+    snprintf(msg, cap, "event encodes to more than the %zu-byte message limit", max_message);
+    free(out->data);
+    out->data = NULL;
+    return false;
+  }
+  return true;
+}
+
+static void publish(hd_conn_t *c, const hd_http_req_t *req) {
+  hd_server_t *srv = c->w->srv;
+  json_error_t jerr;
+  json_t *body, *list, *results = NULL;
+  event_t *evs = NULL;
+  size_t n = 0, i;
+  bool batch;
+  char msg[200];
+
+  body = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!json_is_object(body)) {
+    error_reply(c, req, 400, "invalid_json", "the body must be a JSON object");
+    goto done;
+  }
+  list = json_object_get(body, "events");
+  batch = list != NULL;
+  if (batch && (!json_is_array(list) || json_array_size(list) == 0)) {
+    error_reply(c, req, 400, "invalid_batch", "events must be a non-empty array");
+    goto done;
+  }
+  n = batch ? json_array_size(list) : 1;
+  if (n > srv->cfg->max_batch) {
+    snprintf(msg, sizeof(msg), "at most %zu events per request", srv->cfg->max_batch);
+    error_reply(c, req, 400, "batch_too_large", msg);
+    goto done;
+  }
+  if ((evs = calloc(n, sizeof(*evs))) == NULL) {
+    error_reply(c, req, 500, "internal", "out of memory");
+    goto done;
+  }
+  for (i = 0; i < n; i++) {
+    char why[160];
+    if (!parse_event(batch ? json_array_get(list, i) : body, srv->cfg->max_message, &evs[i], why,
+                     sizeof(why))) {
+      if (batch) snprintf(msg, sizeof(msg), "events[%zu]: %s", i, why);
+      else snprintf(msg, sizeof(msg), "%s", why);
+      error_reply(c, req, 400, "invalid_event", msg);
+      goto done;
+    }
+  }
+  results = json_array();
+  for (i = 0; i < n; i++) {
+    hd_publish_result_t r;
+    int rc = hd_manager_publish(srv->manager, evs[i].user_id, &evs[i].ev, &r);
+    if (rc == HD_EBUSY) {
+      error_reply(c, req, 503, "shutting_down", "the server is draining");
+      goto done;
+    }
+    if (rc < 0) {
+      error_reply(c, req, 500, "internal", hd_strerror(rc));
+      goto done;
+    }
+    json_array_append_new(results, json_pack("{s:I, s:i}", "seq", (json_int_t)r.seq,
+                                             "delivered", (int)r.delivered));
+  }
+  {
+    json_t *out = batch ? json_pack("{s:O}", "results", results)
+                        : json_incref(json_array_get(results, 0));
+    char *s = json_dumps(out, JSON_COMPACT);
+    hd_conn_respond_json(c, 200, s ? s : "{}", req->keep_alive);
+    free(s);
+    json_decref(out);
+  }
+done:
+  for (i = 0; evs && i < n; i++) free(evs[i].data);
+  free(evs);
+  json_decref(results);
+  json_decref(body);
+}
+
+static void disconnect(hd_conn_t *c, const hd_http_req_t *req) {
+  json_error_t jerr;
+  json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
+  const char *err = NULL, *user = json_is_object(body) ? id_field(body, "user_id", true, &err) : NULL;
+  char out[64];
+
+  if (user == NULL) {
+    error_reply(c, req, 400, "invalid_request", "expected {\"user_id\":\"...\"}");
+  } else {
+    size_t closed = hd_manager_disconnect(c->w->srv->manager, user, HD_WS_CLOSE_BACKEND);
+    snprintf(out, sizeof(out), "{\"closed\":%zu}", closed);
+    hd_conn_respond_json(c, 200, out, req->keep_alive);
+  }
+  json_decref(body);
+}
+
+static void presence(hd_conn_t *c, const hd_http_req_t *req, const char *raw, size_t n) {
+  char user[HD_ID_MAX + 1], q[3 * HD_ID_MAX + 8];
+  json_t *out;
+  char *s;
+  int len;
+
+  /* Reuse the query decoder for the percent-encoded path segment. */
+  len = snprintf(q, sizeof(q), "u=%.*s", (int)n, raw);
+  if (len < 0 || (size_t)len >= sizeof(q) ||
+      (len = hd_http_query_get(q, (size_t)len, "u", user, sizeof(user))) <= 0 ||
+      memchr(user, 0, (size_t)len)) {
+    error_reply(c, req, 400, "invalid_user_id", "a user id of 1..128 bytes");
+    return;
+  }
+  out = json_pack("{s:s, s:I}", "user_id", user, "connections",
+                  (json_int_t)hd_manager_presence(c->w->srv->manager, user));
+  s = out ? json_dumps(out, JSON_COMPACT) : NULL;
+  if (s == NULL) error_reply(c, req, 400, "invalid_user_id", "the user id is not UTF-8");
+  else hd_conn_respond_json(c, 200, s, req->keep_alive);
+  free(s);
+  json_decref(out);
+}
+
+/* Handles /api/v1/...; path excludes the prefix. */
+void hd_api_backend(hd_conn_t *c, const hd_http_req_t *req, const char *path, size_t n) {
+  if (!authorized(c, req)) {
+    hd_conn_respond_error(c, 401,
+                          c->w->srv->cfg->api_key ? "invalid_api_key" : "api_disabled",
+                          c->w->srv->cfg->api_key ? "missing or wrong API key"
+                                                  : "set HERALD_API_KEY to enable the API",
+                          req->keep_alive);
+    return;
+  }
+  if (n == 8 && memcmp(path, "/publish", 8) == 0) {
+    if (req->method != HTTP_POST) error_reply(c, req, 405, "method_not_allowed", "use POST");
+    else publish(c, req);
+  } else if (n == 11 && memcmp(path, "/disconnect", 11) == 0) {
+    if (req->method != HTTP_POST) error_reply(c, req, 405, "method_not_allowed", "use POST");
+    else disconnect(c, req);
+  } else if (n > 10 && memcmp(path, "/presence/", 10) == 0) {
+    if (req->method != HTTP_GET) error_reply(c, req, 405, "method_not_allowed", "use GET");
+    else presence(c, req, path + 10, n - 10);
+  } else {
+    error_reply(c, req, 404, "not_found", "no such API endpoint");
+  }
+}
