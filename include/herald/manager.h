@@ -93,6 +93,9 @@ typedef struct {
   uint64_t events_published;
   uint64_t deliveries;           /* event frames queued to connections */
   uint64_t isolation_violations; /* frames refused at write time: must be 0 */
+  uint64_t history_events;       /* events retained for resume */
+  uint64_t history_bytes;        /* their memory, as counted against the cap */
+  uint64_t history_evictions;    /* events dropped by any history limit */
 } hd_manager_stats_t;
 
 /* The manager's operations: return type, name, parameters, argument names.

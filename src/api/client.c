@@ -13,6 +13,7 @@
  * ignored, the user is the token's subject.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -102,9 +103,25 @@ static hd_jwt_reason_t verify(hd_conn_t *c, const char *tok, size_t n, hd_jwt_cl
   return r;
 }
 
-static void authenticate(hd_conn_t *c, const hd_jwt_claims_t *cl) {
-  if (hd_conn_authenticate(c, cl->sub, cl->exp) < 0)
+static void authenticate(hd_conn_t *c, const hd_jwt_claims_t *cl, hd_attach_t *a) {
+  if (hd_conn_authenticate(c, cl->sub, cl->exp, a) < 0)
     hd_conn_ws_close(c, HD_WS_CLOSE_INTERNAL, "cannot register connection");
+}
+
+/* Resume parameters from the handshake's query string. Returns false if
+ * since_seq is present but not a non-negative integer. */
+static bool query_resume(const hd_http_req_t *req, hd_attach_t *a, char *epoch, size_t cap) {
+  char num[32], *end;
+  int n = hd_http_query_get(req->query, req->query_len, "since_seq", num, sizeof(num));
+
+  if (n == HD_ENOENT) return true;
+  if (n <= 0 || num[0] == '-' || num[0] == '+') return false;
+  a->since_seq = strtoull(num, &end, 10);
+  if (*end) return false;
+  a->resume = true;
+  if (hd_http_query_get(req->query, req->query_len, "epoch", epoch, cap) > 0)
+    a->client_epoch = epoch;
+  return true;
 }
 
 void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req) {
@@ -112,13 +129,19 @@ void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req) {
   const hd_http_header_t *h;
   hd_ws_handshake_t hs;
   hd_jwt_claims_t claims;
-  char qtok[HD_JWT_MAX_TOKEN + 1];
+  char qtok[HD_JWT_MAX_TOKEN + 1], epoch[HD_EPOCH_LEN + 1];
+  hd_attach_t resume = {0};
   const char *tok = NULL;
   size_t toklen = 0;
   int n;
 
   if (hd_ws_handshake_check(req, &hs) < 0) { /* answers 400/426 */
     hd_conn_upgrade(c, req, HD_EP_CLIENT);
+    return;
+  }
+  if (!query_resume(req, &resume, epoch, sizeof(epoch))) {
+    hd_conn_respond_error(c, 400, "invalid_since_seq", "since_seq must be an integer >= 0",
+                          false);
     return;
   }
   if (!origin_allowed(cfg, req)) {
@@ -145,7 +168,17 @@ void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req) {
     }
   }
   hd_conn_upgrade(c, req, HD_EP_CLIENT);
-  if (tok && c->state == HD_CONN_WS) authenticate(c, &claims);
+  if (c->state != HD_CONN_WS) return;
+  if (tok) authenticate(c, &claims, &resume);
+  else if (resume.resume) c->pending_since = resume.since_seq + 1; /* for the auth message */
+}
+
+/* since_seq as a JSON integer >= 0; false if present and anything else. */
+static bool json_seq(json_t *v, uint64_t *out) {
+  if (v == NULL) return true;
+  if (!json_is_integer(v) || json_integer_value(v) < 0) return false;
+  *out = (uint64_t)json_integer_value(v);
+  return true;
 }
 
 static void on_auth_message(hd_conn_t *c, json_t *msg) {
@@ -164,7 +197,50 @@ static void on_auth_message(hd_conn_t *c, json_t *msg) {
                      hd_jwt_reason_name(r));
     return;
   }
-  authenticate(c, &claims);
+  hd_attach_t resume = {0};
+  json_t *since = json_object_get(msg, "since_seq");
+  const char *epoch = json_string_value(json_object_get(msg, "epoch"));
+  if (!json_seq(since, &resume.since_seq)) {
+    hd_conn_ws_close(c, HD_WS_CLOSE_POLICY, "since_seq must be an integer >= 0");
+    return;
+  }
+  if (since) {
+    resume.resume = true;
+    resume.client_epoch = epoch;
+  } else if (c->pending_since) { /* given in the handshake's query string */
+    resume.resume = true;
+    resume.since_seq = c->pending_since - 1;
+  }
+  authenticate(c, &claims, &resume);
+}
+
+static void on_history(hd_conn_t *c, json_t *msg) {
+  uint64_t since = 0, limit = 1000;
+  char *reply;
+
+  if (!json_seq(json_object_get(msg, "since_seq"), &since) ||
+      !json_seq(json_object_get(msg, "limit"), &limit) || limit == 0) {
+    reply_error(c, "invalid_request", "since_seq and limit must be integers (limit >= 1)");
+    return;
+  }
+  if (limit > 1000) limit = 1000;
+  reply = hd__manager_history_json(c->w->srv->manager, c->sub.user_id, since, (size_t)limit);
+  if (reply == NULL) {
+    reply_error(c, "internal", "out of memory");
+    return;
+  }
+  send_text(c, reply, strlen(reply));
+  free(reply);
+}
+
+static void on_runs(hd_conn_t *c) {
+  char *reply = hd__manager_runs_json(c->w->srv->manager, c->sub.user_id);
+  if (reply == NULL) {
+    reply_error(c, "internal", "out of memory");
+    return;
+  }
+  send_text(c, reply, strlen(reply));
+  free(reply);
 }
 
 /* ---- messages ----------------------------------------------------------------- */
@@ -188,6 +264,8 @@ void hd_client_on_message(hd_conn_t *c, const uint8_t *data, size_t len) {
   else if (type == NULL) reply_error(c, "missing_type", "the message has no string \"type\"");
   else if (strcmp(type, "auth") == 0)
     reply_error(c, "already_authenticated", "this connection is already authenticated");
+  else if (strcmp(type, "history") == 0) on_history(c, msg);
+  else if (strcmp(type, "runs") == 0) on_runs(c);
   else reply_error(c, "unknown_type", "unknown message type");
   json_decref(msg);
 }

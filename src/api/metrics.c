@@ -81,6 +81,13 @@ void hd_api_metrics(hd_conn_t *c, const hd_http_req_t *req) {
          "Authenticated client connections registered with the manager", ms.connections);
   metric(&o, "herald_users", "gauge", "Users with at least one connection", ms.users);
   metric(&o, "herald_known_users", "gauge", "Users with stream state", ms.known_users);
+  metric(&o, "herald_history_events", "gauge", "Events retained for resume",
+         ms.history_events);
+  metric(&o, "herald_history_bytes", "gauge", "Memory of retained events (counted against "
+         "--history-memory)", ms.history_bytes);
+  metric(&o, "herald_history_evictions_total", "counter",
+         "Events dropped from history by a count, byte, age or memory limit",
+         ms.history_evictions);
   metric(&o, "herald_events_published_total", "counter", "Events accepted into user streams",
          ms.events_published);
   metric(&o, "herald_deliveries_total", "counter", "Event frames queued to connections",

@@ -9,7 +9,10 @@
  * hd_jwt_verify works in this order, and the order is a security property:
  *
  *   1. length and shape: at most HD_JWT_MAX_TOKEN bytes, exactly two '.'
- *      separators, non-empty header and payload (else MALFORMED);
+ *      separators, non-empty header and payload, all three parts valid
+ *      base64url (else MALFORMED). Decoding is only a character scan, so doing
+ *      it for the payload before the signature check exposes nothing and gives
+ *      a truer reason than BAD_SIGNATURE for a mangled token;
  *   2. the header is decoded and parsed; its "alg" must be exactly the pinned
  *      algorithm (else BAD_ALG). Nothing about the key or the signature is taken
  *      from the header, so "none", an HS256 header on an RS256 verifier (the
@@ -20,7 +23,7 @@
  *      and others; the pinned alg and key, "aud" and "iss" do what it would do;
  *   3. the signature is checked over the ASCII text "header.payload" exactly as
  *      received (a signature of the wrong length is BAD_SIGNATURE);
- *   4. only then is the payload decoded and parsed, so attacker-chosen claims
+ *   4. only then is the payload parsed as JSON, so attacker-chosen claims
  *      reach the JSON parser only when signed by the key holder;
  *   5. claims, in this order: exp (MISSING_EXP, EXPIRED), nbf (NOT_YET_VALID),
  *      iss (BAD_ISSUER), aud (BAD_AUDIENCE), sub (BAD_SUBJECT).
@@ -475,14 +478,10 @@ static hd_jwt_reason_t check_claims(const hd_jwt_verifier_t *v, const json_t *pa
 
 /* ---- verification --------------------------------------------------------- */
 
-/* Decodes one part and parses it as a JSON object. NULL if it is not one. */
-static json_t *parse_part(const char *part, size_t len, uint8_t *buf) {
-  ptrdiff_t n;
-  json_t *j;
+/* Parses a decoded part as a JSON object. NULL if it is not one. */
+static json_t *parse_object(const uint8_t *buf, size_t len) {
+  json_t *j = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, NULL);
 
-  n = b64url_decode(part, len, buf);
-  if (n <= 0) return NULL;
-  j = json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
   if (j != NULL && !json_is_object(j)) {
     json_decref(j);
     j = NULL;
@@ -492,14 +491,15 @@ static json_t *parse_part(const char *part, size_t len, uint8_t *buf) {
 
 hd_jwt_reason_t hd_jwt_verify(const hd_jwt_verifier_t *v, const char *token, size_t len,
                               int64_t now, hd_jwt_claims_t *claims) {
-  /* Decoding shrinks text by a quarter, so one token-sized buffer holds any
-   * single part; it is reused for header, signature and payload in turn. */
+  /* Decoding shrinks text by a quarter, so the three decoded parts fit one
+   * token-sized buffer, laid end to end. */
   uint8_t buf[HD_JWT_MAX_TOKEN];
   const char *dot1, *dot2, *payload, *sig;
   size_t header_len, payload_len, sig_len;
+  uint8_t *hbuf, *pbuf, *sbuf;
+  ptrdiff_t hn, pn, sn;
   json_t *header = NULL, *body = NULL;
   const json_t *alg;
-  ptrdiff_t n;
   bool sig_ok;
   hd_jwt_reason_t r;
 
@@ -517,7 +517,17 @@ hd_jwt_reason_t hd_jwt_verify(const hd_jwt_verifier_t *v, const char *token, siz
   payload_len = (size_t)(dot2 - payload);
   if (header_len == 0 || payload_len == 0) return HD_JWT_MALFORMED;
 
-  header = parse_part(token, header_len, buf);
+  hbuf = buf;
+  hn = b64url_decode(token, header_len, hbuf);
+  if (hn <= 0) return HD_JWT_MALFORMED;
+  pbuf = hbuf + hn;
+  pn = b64url_decode(payload, payload_len, pbuf);
+  if (pn <= 0) return HD_JWT_MALFORMED;
+  sbuf = pbuf + pn;
+  sn = b64url_decode(sig, sig_len, sbuf); /* empty is well-formed, and fails below */
+  if (sn < 0) return HD_JWT_MALFORMED;
+
+  header = parse_object(hbuf, (size_t)hn);
   if (header == NULL) return HD_JWT_MALFORMED;
   alg = json_object_get(header, "alg");
   if (!json_is_string(alg) || strcmp(json_string_value(alg), alg_names[v->alg]) != 0) {
@@ -529,23 +539,18 @@ hd_jwt_reason_t hd_jwt_verify(const hd_jwt_verifier_t *v, const char *token, siz
     goto done;
   }
 
-  n = b64url_decode(sig, sig_len, buf);
-  if (n < 0) {
-    r = HD_JWT_MALFORMED;
-    goto done;
-  }
   ERR_set_mark();
   if (v->alg == HD_JWT_HS256)
-    sig_ok = verify_hs256(v, token, (size_t)(dot2 - token), buf, (size_t)n);
+    sig_ok = verify_hs256(v, token, (size_t)(dot2 - token), sbuf, (size_t)sn);
   else
-    sig_ok = verify_pkey(v, token, (size_t)(dot2 - token), buf, (size_t)n);
+    sig_ok = verify_pkey(v, token, (size_t)(dot2 - token), sbuf, (size_t)sn);
   ERR_pop_to_mark();
   if (!sig_ok) {
     r = HD_JWT_BAD_SIGNATURE;
     goto done;
   }
 
-  body = parse_part(payload, payload_len, buf);
+  body = parse_object(pbuf, (size_t)pn);
   if (body == NULL) {
     r = HD_JWT_MALFORMED;
     goto done;

@@ -22,6 +22,10 @@ typedef struct hd_config_s {
   unsigned drain_timeout_s;   /* 10: SIGTERM drain */
   int backlog;                /* 1024 */
   size_t max_batch;           /* 1000 events per publish request */
+  size_t history_events;      /* 1000 retained events per user */
+  size_t history_bytes;       /* 1 MiB retained per user */
+  unsigned history_age_s;     /* 600: events older than this are dropped */
+  size_t history_memory;      /* 256 MiB for all users' history */
 
   /* Identity (PROTOCOL.md section 1). The HMAC secret and the API key come from
    * the environment: HERALD_JWT_SECRET and HERALD_API_KEY. */

@@ -19,6 +19,8 @@ hd_frame_t *hd_frame_alloc(unsigned opcode, size_t len) {
   f->len = (uint32_t)(hlen + len);
   f->user = 0;
   f->opcode = (uint8_t)opcode;
+  f->event = 0;
+  f->seq = 0;
   memcpy(f->data, hdr, hlen);
   return f;
 }

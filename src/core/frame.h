@@ -17,6 +17,8 @@ typedef struct hd_frame_s {
   uint32_t len;      /* bytes in data: header + payload */
   uint32_t user;     /* owner tag for the write-time isolation check; 0 = any */
   uint8_t opcode;
+  uint8_t event;     /* stream events: hd_event_type_t + 1; 0 for anything else */
+  uint64_t seq;      /* stream events: the (last) seq the frame carries */
   uint8_t data[];
 } hd_frame_t;
 
@@ -38,5 +40,12 @@ static inline hd_frame_t *hd_frame_ref(hd_frame_t *f) {
 }
 
 void hd_frame_unref(hd_frame_t *f);
+
+/* The payload of a frame made by hd_frame_new/alloc (after its header). */
+static inline const uint8_t *hd_frame_body(const hd_frame_t *f, size_t *len) {
+  size_t h = (f->data[1] & 0x7F) == 126 ? 4 : (f->data[1] & 0x7F) == 127 ? 10 : 2;
+  *len = f->len - h;
+  return f->data + h;
+}
 
 #endif

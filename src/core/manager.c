@@ -18,6 +18,14 @@
  * counted. The count must stay 0; a unit test corrupts routing to prove the
  * check fires.
  *
+ * History. Each user keeps its recent events (the encoded frames themselves,
+ * shared with the connections) in a ring ordered by seq: the retained range is
+ * (evicted_through, seq]. Events leave from the front only, so the range stays
+ * contiguous and a resume is complete exactly when since_seq >= evicted_through.
+ * Limits: per-user count and age (soft for events of runs still in flight:
+ * run-aware retention), per-user bytes (hard) and a global byte cap (hard,
+ * oldest first across users, through a global FIFO of (user, seq)).
+ *
  * The one instance. The struct is private to this file and created only by
  * hd_manager_get() through pthread_once; `instances` counts creations and is
  * what /ws-health reports.
@@ -30,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/rand.h>
 
 #include "core/manager_internal.h"
@@ -37,16 +46,45 @@
 
 #define HD_SHARDS 64
 
+#define MAX_RUNS 64       /* runs in flight tracked per user */
+#define ENTRY_OVERHEAD 64 /* bookkeeping bytes counted per retained event */
+
+typedef struct {
+  hd_frame_t *f;
+  uint64_t seq;
+  int64_t ts_ms;
+  uint32_t run; /* serial of the run it belongs to, 0 if none */
+  uint32_t cost;
+} hist_t;
+
+typedef struct {
+  uint32_t serial;
+  uint64_t first_seq;
+  char *run_id;
+  char *thread_id; /* NULL if none */
+} run_t;
+
 typedef struct hd_user_s {
   struct hd_user_s *hnext;
   uint64_t hash;
   uint64_t seq;       /* head of the stream: the newest event's seq */
+  atomic_uint_fast64_t evicted_through; /* the newest seq no longer retained */
   hd_sub_t *subs;     /* registered connections */
   uint32_t nsubs;
   uint32_t uid;
+  hist_t *hist;       /* ring */
+  size_t hcap, hhead, hlen, hbytes;
+  run_t runs[MAX_RUNS]; /* in flight, oldest first */
+  uint32_t nruns;
+  uint32_t next_run;
   size_t id_len;
   char id[];
 } hd_user_t;
+
+typedef struct {
+  hd_user_t *u;
+  uint64_t seq;
+} fifo_t;
 
 typedef struct {
   pthread_mutex_t lock;
@@ -58,6 +96,13 @@ typedef struct {
 struct hd_manager_s {
   shard_t shards[HD_SHARDS];
   hd_transport_t transport;
+  hd_history_limits_t limits;
+  pthread_mutex_t fifo_lock; /* the global eviction order; taken after a shard */
+  fifo_t *fifo;
+  size_t fcap, fhead, flen;
+  atomic_size_t hist_total;  /* bytes counted against limits.max_total */
+  atomic_size_t hist_events;
+  atomic_uint_fast64_t evictions;
   uint64_t seed;
   char epoch[HD_EPOCH_LEN + 1];
   atomic_bool draining;
@@ -96,6 +141,8 @@ static void create(void) {
 
   if (m == NULL) abort(); /* nothing can work without it */
   for (int i = 0; i < HD_SHARDS; i++) pthread_mutex_init(&m->shards[i].lock, NULL);
+  pthread_mutex_init(&m->fifo_lock, NULL);
+  m->limits = (hd_history_limits_t){1000, 1 << 20, 600 * 1000, (size_t)256 << 20};
   if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
     /* Fall back to time: epochs only need to differ between runs. */
     uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)m;
@@ -115,6 +162,10 @@ HD_EXPORT hd_manager_t *hd_manager_get(void) {
 
 void hd__manager_set_transport(hd_manager_t *m, const hd_transport_t *t) {
   m->transport = *t;
+}
+
+void hd__manager_configure(hd_manager_t *m, const hd_history_limits_t *limits) {
+  m->limits = *limits;
 }
 
 void hd__manager_set_draining(hd_manager_t *m, bool draining) {
@@ -186,16 +237,189 @@ static bool valid_id(const char *id, size_t *len) {
   return *len > 0 && *len <= HD_ID_MAX;
 }
 
+
+/* ---- history ------------------------------------------------------------- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static hist_t *hist_at(hd_user_t *u, size_t i) {
+  return &u->hist[(u->hhead + i) % u->hcap];
+}
+
+static run_t *find_run(hd_user_t *u, const char *run_id) {
+  for (uint32_t i = 0; i < u->nruns; i++)
+    if (strcmp(u->runs[i].run_id, run_id) == 0) return &u->runs[i];
+  return NULL;
+}
+
+static bool run_active(const hd_user_t *u, uint32_t serial) {
+  for (uint32_t i = 0; serial && i < u->nruns; i++)
+    if (u->runs[i].serial == serial) return true;
+  return false;
+}
+
+static void drop_run(hd_user_t *u, run_t *r) {
+  free(r->run_id);
+  free(r->thread_id);
+  memmove(r, r + 1, (size_t)(u->runs + u->nruns - (r + 1)) * sizeof(*r));
+  u->nruns--;
+}
+
+static void pop_front(hd_manager_t *m, hd_user_t *u) {
+  hist_t *e = hist_at(u, 0);
+
+  atomic_store(&u->evicted_through, e->seq);
+  u->hbytes -= e->cost;
+  atomic_fetch_sub(&m->hist_total, e->cost);
+  atomic_fetch_sub(&m->hist_events, 1);
+  atomic_fetch_add(&m->evictions, 1);
+  hd_frame_unref(e->f);
+  u->hhead = (u->hhead + 1) % u->hcap;
+  u->hlen--;
+}
+
+/* Applies the per-user limits; the user's shard is locked. Count and age spare
+ * the events of runs in flight; bytes do not. */
+static void evict(hd_manager_t *m, hd_user_t *u, int64_t now) {
+  while (u->hlen) {
+    hist_t *e = hist_at(u, 0);
+    bool spare = run_active(u, e->run);
+    if (u->hbytes > m->limits.max_bytes ||
+        (!spare && (u->hlen > m->limits.max_events || now - e->ts_ms > m->limits.max_age_ms)))
+      pop_front(m, u);
+    else
+      break;
+  }
+}
+
+/* Appends the FIFO entry for a new event; shard locked, then the FIFO lock.
+ * Entries whose event is already gone are compacted away once they make up
+ * half of the FIFO, so its size stays within twice the retained events. */
+static int fifo_push(hd_manager_t *m, hd_user_t *u, uint64_t seq) {
+  int rc = 0;
+
+  pthread_mutex_lock(&m->fifo_lock);
+  if (m->flen > 1024 && m->flen > 2 * atomic_load(&m->hist_events)) {
+    size_t k = 0;
+    for (size_t i = 0; i < m->flen; i++) {
+      fifo_t e = m->fifo[(m->fhead + i) % m->fcap];
+      if (e.seq > atomic_load(&e.u->evicted_through)) m->fifo[(m->fhead + k++) % m->fcap] = e;
+    }
+    m->flen = k;
+  }
+  if (m->flen == m->fcap) {
+    size_t cap = m->fcap ? m->fcap * 2 : 1024;
+    fifo_t *f = malloc(cap * sizeof(*f));
+    if (f == NULL) {
+      rc = HD_ENOMEM;
+      goto out;
+    }
+    for (size_t i = 0; i < m->flen; i++) f[i] = m->fifo[(m->fhead + i) % m->fcap];
+    free(m->fifo);
+    m->fifo = f;
+    m->fcap = cap;
+    m->fhead = 0;
+  }
+  m->fifo[(m->fhead + m->flen++) % m->fcap] = (fifo_t){u, seq};
+out:
+  pthread_mutex_unlock(&m->fifo_lock);
+  return rc;
+}
+
+/* Enforces the global cap, oldest events first across users. Called with no
+ * lock held: takes the FIFO lock, then (after releasing it) one shard. */
+static void evict_global(hd_manager_t *m) {
+  while (atomic_load(&m->hist_total) > m->limits.max_total) {
+    fifo_t e;
+    shard_t *s;
+
+    pthread_mutex_lock(&m->fifo_lock);
+    if (m->flen == 0) {
+      pthread_mutex_unlock(&m->fifo_lock);
+      return;
+    }
+    e = m->fifo[m->fhead];
+    m->fhead = (m->fhead + 1) % m->fcap;
+    m->flen--;
+    pthread_mutex_unlock(&m->fifo_lock);
+    s = shard_of(m, e.u->hash);
+    pthread_mutex_lock(&s->lock);
+    while (e.u->hlen && hist_at(e.u, 0)->seq <= e.seq) pop_front(m, e.u);
+    pthread_mutex_unlock(&s->lock);
+  }
+}
+
+/* Records the event in the user's history and run table; shard locked. */
+static int remember(hd_manager_t *m, hd_user_t *u, hd_frame_t *f, const hd_event_t *ev,
+                    int64_t now) {
+  run_t *r = ev->run_id ? find_run(u, ev->run_id) : NULL;
+  uint32_t cost = f->len + ENTRY_OVERHEAD;
+
+  if (ev->type == HD_EV_AGENT_STARTED && ev->run_id && r == NULL) {
+    if (u->nruns == MAX_RUNS) drop_run(u, &u->runs[0]); /* forget the oldest */
+    r = &u->runs[u->nruns];
+    r->run_id = strdup(ev->run_id);
+    r->thread_id = ev->thread_id ? strdup(ev->thread_id) : NULL;
+    if (r->run_id == NULL || (ev->thread_id && r->thread_id == NULL)) {
+      free(r->run_id);
+      free(r->thread_id);
+      return HD_ENOMEM;
+    }
+    r->serial = ++u->next_run ? u->next_run : ++u->next_run;
+    r->first_seq = f->seq;
+    u->nruns++;
+  }
+  if (u->hlen == u->hcap) {
+    size_t cap = u->hcap ? u->hcap * 2 : 16;
+    hist_t *h = malloc(cap * sizeof(*h));
+    if (h == NULL) return HD_ENOMEM;
+    for (size_t i = 0; i < u->hlen; i++) h[i] = *hist_at(u, i);
+    free(u->hist);
+    u->hist = h;
+    u->hcap = cap;
+    u->hhead = 0;
+  }
+  if (fifo_push(m, u, f->seq) < 0) return HD_ENOMEM;
+  *hist_at(u, u->hlen++) = (hist_t){hd_frame_ref(f), f->seq, now, r ? r->serial : 0, cost};
+  u->hbytes += cost;
+  atomic_fetch_add(&m->hist_total, cost);
+  atomic_fetch_add(&m->hist_events, 1);
+  if (ev->type == HD_EV_AGENT_COMPLETED && r) drop_run(u, r);
+  evict(m, u, now);
+  return 0;
+}
+
+/* Takes references to the retained events after since (at most limit);
+ * shard locked. Returns the count; *out is malloc'ed (NULL when none). */
+static size_t collect(hd_user_t *u, uint64_t since, size_t limit, hd_frame_t ***out) {
+  size_t first = 0, n;
+
+  *out = NULL;
+  while (first < u->hlen && hist_at(u, first)->seq <= since) first++;
+  n = u->hlen - first;
+  if (n > limit) n = limit;
+  if (n == 0 || (*out = malloc(n * sizeof(**out))) == NULL) return 0;
+  for (size_t i = 0; i < n; i++) (*out)[i] = hd_frame_ref(hist_at(u, first + i)->f);
+  return n;
+}
+
 /* ---- connections -------------------------------------------------------------- */
 
-int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id,
-                       uint64_t *head_seq, char *epoch) {
+int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_attach_t *a) {
   size_t n;
-  uint64_t h;
+  uint64_t h, since;
   shard_t *s;
   hd_user_t *u;
+  bool epoch_ok;
 
-  assert(sub->user == NULL);
+  assert(sub->user == NULL && m->transport.deliver != NULL);
+  a->replay = NULL;
+  a->nreplay = 0;
+  a->complete = true;
   if (!valid_id(user_id, &n)) return HD_EINVAL;
   h = hash_id(m, user_id, n);
   s = shard_of(m, h);
@@ -205,14 +429,27 @@ int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id,
     return HD_ENOMEM;
   }
   sub->user = u;
+  sub->user_id = u->id;
   sub->uid = u->uid;
   sub->prev = NULL;
   sub->next = u->subs;
   if (u->subs) u->subs->prev = sub;
   u->subs = sub;
   if (u->nsubs++ == 0) atomic_fetch_add(&m->users, 1);
-  *head_seq = u->seq;
-  memcpy(epoch, m->epoch, HD_EPOCH_LEN + 1);
+  a->head_seq = u->seq;
+  memcpy(a->epoch, m->epoch, HD_EPOCH_LEN + 1);
+  if (a->resume) {
+    /* Another epoch's seq numbers mean nothing here: replay all we have. */
+    epoch_ok = a->client_epoch == NULL || strcmp(a->client_epoch, m->epoch) == 0;
+    since = epoch_ok ? a->since_seq : 0;
+    evict(m, u, now_ms());
+    if (since > u->seq) {
+      a->complete = false; /* the client saw events this stream never had */
+    } else {
+      a->complete = epoch_ok && since >= atomic_load(&u->evicted_through);
+      a->nreplay = collect(u, since, SIZE_MAX, &a->replay);
+    }
+  }
   pthread_mutex_unlock(&s->lock);
   atomic_fetch_add(&m->connections, 1);
   return 0;
@@ -266,14 +503,8 @@ size_t hd__json_escape(char *out, const char *s, size_t n) {
   return (size_t)(o - out);
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Everything of the envelope after the seq: built outside the lock. */
-static char *encode_suffix(hd_manager_t *m, const hd_event_t *ev, size_t *len) {
+static char *encode_suffix(hd_manager_t *m, const hd_event_t *ev, int64_t ts, size_t *len) {
   size_t tl = ev->thread_id ? strlen(ev->thread_id) : 0;
   size_t rl = ev->run_id ? strlen(ev->run_id) : 0;
   size_t cap = 128 + HD_EPOCH_LEN + 6 * (tl + rl) + ev->data_len;
@@ -291,7 +522,7 @@ static char *encode_suffix(hd_manager_t *m, const hd_event_t *ev, size_t *len) {
     o += hd__json_escape(o, ev->run_id, rl);
     *o++ = '"';
   }
-  o += sprintf(o, ",\"ts\":%lld,\"data\":", (long long)now_ms());
+  o += sprintf(o, ",\"ts\":%lld,\"data\":", (long long)ts);
   memcpy(o, ev->data, ev->data_len);
   o += ev->data_len;
   *o++ = '}';
@@ -318,12 +549,13 @@ HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_
   hd_frame_t *f;
   char *suffix;
   uint32_t delivered = 0;
+  int64_t ts = now_ms();
 
   if (!valid_id(user_id, &n) || !valid_event(ev)) return HD_EINVAL;
   if (atomic_load(&m->draining)) return HD_EBUSY;
   plen = (size_t)snprintf(prefix, sizeof(prefix), "{\"type\":\"%s\",\"seq\":",
                           type_names[ev->type]);
-  if ((suffix = encode_suffix(m, ev, &slen)) == NULL) return HD_ENOMEM;
+  if ((suffix = encode_suffix(m, ev, ts, &slen)) == NULL) return HD_ENOMEM;
   h = hash_id(m, user_id, n);
   s = shard_of(m, h);
 
@@ -339,6 +571,12 @@ HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_
     memcpy(p + plen + dlen, suffix, slen);
   }
   f->user = u->uid;
+  f->event = (uint8_t)(ev->type + 1);
+  f->seq = u->seq + 1;
+  if (remember(m, u, f, ev, ts) < 0) {
+    hd_frame_unref(f);
+    goto fail_locked;
+  }
   u->seq++;
   for (hd_sub_t *sub = u->subs; sub; sub = sub->next) {
     m->transport.deliver(m->transport.ud, sub, f);
@@ -354,6 +592,7 @@ HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_
   free(suffix);
   atomic_fetch_add(&m->published, 1);
   atomic_fetch_add(&m->deliveries, delivered);
+  if (atomic_load(&m->hist_total) > m->limits.max_total) evict_global(m);
   return 0;
 
 fail_locked:
@@ -440,6 +679,9 @@ HD_EXPORT void hd_manager_stats(hd_manager_t *m, hd_manager_stats_t *out) {
   out->events_published = atomic_load(&m->published);
   out->deliveries = atomic_load(&m->deliveries);
   out->isolation_violations = atomic_load(&m->violations);
+  out->history_events = atomic_load(&m->hist_events);
+  out->history_bytes = atomic_load(&m->hist_total);
+  out->history_evictions = atomic_load(&m->evictions);
 }
 
 HD_EXPORT const hd_manager_api_t *hd_manager_api(void) {
@@ -449,4 +691,96 @@ HD_EXPORT const hd_manager_api_t *hd_manager_api(void) {
 #undef XX
   };
   return &api;
+}
+
+/* ---- late joiners --------------------------------------------------------------- */
+
+typedef struct {
+  char *json;
+} reply_t;
+
+static void runs_reply(hd_manager_t *m, hd_user_t *u, void *arg) {
+  json_t *list = json_array();
+
+  for (uint32_t i = 0; list && i < u->nruns; i++) {
+    run_t *r = &u->runs[i];
+    json_t *o = json_pack("{s:s, s:s?, s:I, s:s}", "run_id", r->run_id, "thread_id",
+                          r->thread_id, "first_seq", (json_int_t)r->first_seq, "status",
+                          "running");
+    if (o) json_array_append_new(list, o);
+  }
+  json_t *reply = json_pack("{s:s, s:o}", "type", "runs", "runs", list);
+  ((reply_t *)arg)->json = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+  json_decref(reply);
+}
+
+char *hd__manager_runs_json(hd_manager_t *m, const char *user_id) {
+  reply_t r = {NULL};
+  if (!with_user(m, user_id, runs_reply, &r)) return strdup("{\"type\":\"runs\",\"runs\":[]}");
+  return r.json;
+}
+
+typedef struct {
+  uint64_t since;
+  size_t limit;
+  hd_frame_t **frames;
+  size_t n;
+  bool complete;
+  bool more;
+} history_arg_t;
+
+static void history_take(hd_manager_t *m, hd_user_t *u, void *arg) {
+  history_arg_t *h = arg;
+  size_t retained_after;
+
+  evict(m, u, now_ms());
+  h->complete = h->since >= atomic_load(&u->evicted_through) && h->since <= u->seq;
+  h->n = collect(u, h->since, h->limit, &h->frames);
+  retained_after = 0;
+  for (size_t i = 0; i < u->hlen; i++)
+    if (hist_at(u, i)->seq > h->since) retained_after++;
+  h->more = retained_after > h->n;
+}
+
+char *hd__manager_history_json(hd_manager_t *m, const char *user_id, uint64_t since_seq,
+                               size_t limit) {
+  history_arg_t h = {since_seq, limit, NULL, 0, true, false};
+  size_t cap = 96, len = 0;
+  char *out, *p;
+
+  if (!with_user(m, user_id, history_take, &h)) h.complete = since_seq == 0;
+  for (size_t i = 0; i < h.n; i++) {
+    size_t n;
+    hd_frame_body(h.frames[i], &n);
+    cap += n + 1;
+  }
+  if ((out = malloc(cap)) != NULL) {
+    p = out;
+    len = (size_t)sprintf(p, "{\"type\":\"history\",\"events\":[");
+    for (size_t i = 0; i < h.n; i++) {
+      size_t n;
+      const uint8_t *b = hd_frame_body(h.frames[i], &n);
+      if (i) out[len++] = ',';
+      memcpy(out + len, b, n);
+      len += n;
+    }
+    sprintf(out + len, "],\"complete\":%s,\"more\":%s}", h.complete ? "true" : "false",
+            h.more ? "true" : "false");
+  }
+  for (size_t i = 0; i < h.n; i++) hd_frame_unref(h.frames[i]);
+  free(h.frames);
+  return out;
+}
+
+void hd__manager_expire(hd_manager_t *m) {
+  int64_t now = now_ms();
+
+  for (int i = 0; i < HD_SHARDS; i++) {
+    shard_t *s = &m->shards[i];
+    pthread_mutex_lock(&s->lock);
+    for (size_t b = 0; b < s->nbuckets; b++)
+      for (hd_user_t *u = s->buckets[b]; u; u = u->hnext)
+        if (u->hlen) evict(m, u, now);
+    pthread_mutex_unlock(&s->lock);
+  }
 }

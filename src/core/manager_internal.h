@@ -14,8 +14,11 @@
 
 struct hd_user_s;
 
+#include <stdatomic.h>
+
 typedef struct hd_sub_s {
   struct hd_user_s *user; /* set by attach; NULL when not registered */
+  const char *user_id;    /* the user's id, owned by the manager; valid while set */
   struct hd_sub_s *prev, *next;
   uint32_t uid;           /* the user's tag, checked against each frame's */
   uint16_t worker;        /* the worker the connection lives on */
@@ -34,11 +37,45 @@ typedef struct {
 /* Installs the transport; call before any attach. */
 void hd__manager_set_transport(hd_manager_t *m, const hd_transport_t *t);
 
-/* Registers sub for user_id and reports the stream's head seq and epoch (at
- * least HD_EPOCH_LEN + 1 bytes) at the moment of registration: every event
- * after that seq will be delivered to sub. Returns 0, HD_EINVAL or HD_ENOMEM. */
-int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id,
-                       uint64_t *head_seq, char *epoch);
+/* History limits (each with its default); the first two are per user. */
+typedef struct {
+  size_t max_events;  /* 1000 events */
+  size_t max_bytes;   /* 1 MiB of encoded events */
+  int64_t max_age_ms; /* 10 minutes */
+  size_t max_total;   /* 256 MiB across all users, oldest first */
+} hd_history_limits_t;
+
+void hd__manager_configure(hd_manager_t *m, const hd_history_limits_t *limits);
+
+/* Registration of a connection, with an optional resume. */
+typedef struct {
+  bool resume;              /* in: the client sent since_seq */
+  uint64_t since_seq;       /* in */
+  const char *client_epoch; /* in: the epoch the client last saw, or NULL */
+  uint64_t head_seq;        /* out: the newest seq at registration */
+  char epoch[HD_EPOCH_LEN + 1]; /* out */
+  hd_frame_t **replay;      /* out: retained events after since_seq, in order;
+                               each holds a reference; free() the array */
+  size_t nreplay;           /* out */
+  bool complete;            /* out: no event after since_seq is missing */
+} hd_attach_t;
+
+/* Registers sub for user_id. Atomically with the registration, reports the
+ * head seq and epoch and, when resuming, takes the retained events after
+ * since_seq: every later event is delivered to sub through the transport, so
+ * replay + live has no gap and no duplicate. Returns 0, HD_EINVAL or HD_ENOMEM. */
+int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_attach_t *a);
+
+/* The "runs" reply for user_id: its runs in flight. malloc'ed JSON text. */
+char *hd__manager_runs_json(hd_manager_t *m, const char *user_id);
+
+/* The "history" reply: retained events after since_seq (at most limit), as
+ * malloc'ed JSON text. */
+char *hd__manager_history_json(hd_manager_t *m, const char *user_id, uint64_t since_seq,
+                               size_t limit);
+
+/* Drops events older than the age limit (called periodically). */
+void hd__manager_expire(hd_manager_t *m);
 
 /* Unregisters sub. After it returns the manager holds no reference to sub. */
 void hd__manager_detach(hd_manager_t *m, hd_sub_t *sub);

@@ -30,6 +30,10 @@ void hd_config_defaults(hd_config_t *cfg) {
   cfg->drain_timeout_s = 10;
   cfg->backlog = 1024;
   cfg->max_batch = 1000;
+  cfg->history_events = 1000;
+  cfg->history_bytes = 1024 * 1024;
+  cfg->history_age_s = 600;
+  cfg->history_memory = (size_t)256 << 20;
   cfg->jwt_leeway_s = 30;
 }
 
@@ -163,6 +167,19 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       cfg->auth_timeout_s = (unsigned)n;
     return rc;
   }
+  if (is(name, "history-events"))
+    return parse_size("--history-events", v, 1, 1000000, &cfg->history_events, err, errlen);
+  if (is(name, "history-bytes"))
+    return parse_size("--history-bytes", v, 1024, (size_t)1 << 34, &cfg->history_bytes, err,
+                      errlen);
+  if (is(name, "history-memory"))
+    return parse_size("--history-memory", v, 1 << 16, (size_t)1 << 40, &cfg->history_memory,
+                      err, errlen);
+  if (is(name, "history-age")) {
+    if ((rc = parse_size("--history-age", v, 1, 7 * 86400, &n, err, errlen)) == 0)
+      cfg->history_age_s = (unsigned)n;
+    return rc;
+  }
   if (is(name, "max-batch"))
     return parse_size("--max-batch", v, 1, 100000, &cfg->max_batch, err, errlen);
   if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
@@ -224,6 +241,10 @@ static const char usage[] =
     "  --jwt-leeway S          clock skew allowed for exp/nbf, <= 60 (default 30)\n"
     "  --allowed-origins LIST  comma-separated origins (default: the request's host)\n"
     "  --max-batch N           events per publish request (default 1000)\n"
+    "  --history-events N      events kept per user for resume (default 1000)\n"
+    "  --history-bytes BYTES   history per user (default 1048576)\n"
+    "  --history-age SECONDS   history age limit (default 600)\n"
+    "  --history-memory BYTES  history of all users together (default 268435456)\n"
     "environment: HERALD_JWT_SECRET (HMAC key, >= 32 bytes), HERALD_API_KEY (backend API)\n"
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --help, --version\n";

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "daemon/log.h"
 #include "herald/herald.h"
 #include "net/net.h"
@@ -144,6 +146,7 @@ static int push(hd_conn_t *c, hd_frame_t *f) {
 /* Drops n written bytes from the head of the queue. */
 static void advance(hd_conn_t *c, size_t n) {
   c->queued -= n;
+  if (c->grace > c->queued) c->grace = c->queued;
   while (n > 0) {
     hd_frame_t *f = c->q[c->qhead];
     size_t left = f->len - c->head_off;
@@ -165,22 +168,144 @@ static void advance(hd_conn_t *c, size_t n) {
   }
 }
 
+/* The frame at position i of the queue (0 = head). */
+static hd_frame_t **qat(hd_conn_t *c, uint32_t i) {
+  return &c->q[(c->qhead + i) % c->qcap];
+}
+
+/* Over the limit: the bytes queued before the newest frame reach it. A queue
+ * thus holds at most max_queue (plus replay grace) and one frame, and a single
+ * frame larger than the limit (a big echo) can still go out. */
+static bool over_limit(hd_conn_t *c) {
+  return c->qlen > 1 &&
+         c->queued - (*qat(c, c->qlen - 1))->len >= srv_of(c)->cfg->max_queue + c->grace;
+}
+
+/* Frames at positions >= first_free are not yet handed to the socket. */
+static uint32_t first_free(hd_conn_t *c) {
+  return c->inflight ? c->inflight : c->head_off ? 1 : 0;
+}
+
+/* Parses the fields of a queued agent_message frame that coalescing needs. */
+static json_t *parse_event(const hd_frame_t *f) {
+  size_t n;
+  const uint8_t *b = hd_frame_body(f, &n);
+  return json_loadb((const char *)b, n, 0, NULL);
+}
+
+static bool same_run(json_t *a, json_t *b) {
+  json_t *ra = json_object_get(a, "run_id"), *rb = json_object_get(b, "run_id");
+  return ra && rb && json_equal(ra, rb);
+}
+
+/* Builds the merged event: type, seq (the last's), seq_from, then the first's
+ * other fields, with ts (the last's) and data {"delta": joined}. */
+static hd_frame_t *merge(json_t *first, json_t *last, json_int_t seq_from, const char *joined) {
+  json_t *o = json_object(), *v;
+  const char *key;
+  hd_frame_t *f = NULL;
+  char *text;
+
+  json_object_set(o, "type", json_object_get(first, "type"));
+  json_object_set(o, "seq", json_object_get(last, "seq"));
+  json_object_set_new(o, "seq_from", json_integer(seq_from));
+  json_object_foreach(first, key, v) {
+    if (strcmp(key, "ts") == 0) v = json_object_get(last, "ts");
+    if (strcmp(key, "data") == 0) json_object_set_new(o, key, json_pack("{s:s}", "delta", joined));
+    else if (json_object_get(o, key) == NULL) json_object_set(o, key, v);
+  }
+  if ((text = json_dumps(o, JSON_COMPACT)) != NULL) f = hd_frame_new(HD_WS_OP_TEXT, text, strlen(text));
+  free(text);
+  json_decref(o);
+  return f;
+}
+
+static const char *delta_of(json_t *ev) {
+  return json_string_value(json_object_get(json_object_get(ev, "data"), "delta"));
+}
+
+/* Merges consecutive agent_message events of one run still waiting in the
+ * queue into one event carrying seq_from (the first seq it replaces), seq (the
+ * last) and the deltas joined in order (PROTOCOL.md section 3). Nothing else
+ * is merged or dropped. Slow path only: it parses the frames it looks at. */
+static void coalesce(hd_conn_t *c) {
+  const unsigned agent_message = HD_EV_AGENT_MESSAGE + 1;
+  uint32_t i = first_free(c), out = i;
+
+  while (i < c->qlen) {
+    hd_frame_t *f = *qat(c, i), *merged = NULL;
+    json_t *first = NULL, *last = NULL;
+    uint32_t j = i + 1;
+    char *joined = NULL;
+    size_t cap = 0;
+    FILE *mem;
+
+    if (f->event == agent_message && j < c->qlen && (*qat(c, j))->event == agent_message &&
+        (first = parse_event(f)) != NULL && delta_of(first) &&
+        (mem = open_memstream(&joined, &cap)) != NULL) {
+      json_t *from = json_object_get(first, "seq_from");
+      json_int_t seq_from = json_integer_value(from ? from : json_object_get(first, "seq"));
+      fputs(delta_of(first), mem);
+      for (; j < c->qlen && (*qat(c, j))->event == agent_message; j++) {
+        json_t *e = parse_event(*qat(c, j));
+        if (e == NULL || delta_of(e) == NULL || !same_run(first, e)) {
+          json_decref(e);
+          break;
+        }
+        fputs(delta_of(e), mem);
+        json_decref(last);
+        last = e;
+      }
+      fclose(mem);
+      if (last) merged = merge(first, last, seq_from, joined);
+    }
+    json_decref(first);
+    json_decref(last);
+    free(joined);
+    if (merged == NULL) { /* keep the frame as it is */
+      *qat(c, out++) = *qat(c, i++);
+      continue;
+    }
+    merged->user = f->user;
+    merged->event = (uint8_t)agent_message;
+    merged->seq = (*qat(c, j - 1))->seq;
+    for (uint32_t k = i; k < j; k++) {
+      c->queued -= (*qat(c, k))->len;
+      hd_frame_unref(*qat(c, k));
+    }
+    c->queued += merged->len;
+    *qat(c, out++) = merged;
+    i = j;
+  }
+  c->qlen = out;
+}
+
+/* Drops every frame not yet handed to the socket (before a 4008 close). */
+static void drop_unsent(hd_conn_t *c) {
+  uint32_t keep = first_free(c);
+  for (uint32_t i = keep; i < c->qlen; i++) {
+    c->queued -= (*qat(c, i))->len;
+    hd_frame_unref(*qat(c, i));
+  }
+  c->qlen = keep;
+  c->grace = 0;
+}
+
 void hd_conn_send(hd_conn_t *c, hd_frame_t *f) {
   hd_config_t *cfg = srv_of(c)->cfg;
 
   if (c->state == HD_CONN_CLOSED || c->close_after_write) return;
-  /* A high-water mark: a frame is refused once the bytes already queued reach
-   * the limit, so a queue holds at most max_queue plus one frame, and a single
-   * frame larger than the limit (a big echo) can still go out. */
-  if (c->state == HD_CONN_WS && c->queued >= cfg->max_queue) {
+  if (c->state == HD_CONN_CLOSING && f->event) return; /* no events after our close */
+  if (push(c, f) < 0) {
+    hd_conn_abort(c);
+    return;
+  }
+  if (c->state == HD_CONN_WS && over_limit(c) && (coalesce(c), over_limit(c))) {
     atomic_fetch_add(&c->w->stats.slow_consumers, 1);
     hd_log(HD_LOG_WARN, "conn %llu: send queue over %zu bytes, closing 4008",
            (unsigned long long)c->id, cfg->max_queue);
+    drop_unsent(c);
     hd_conn_ws_close(c, HD_WS_CLOSE_SLOW_CONSUMER, "slow consumer");
-    return;
-  }
-  if (push(c, f) < 0) {
-    hd_conn_abort(c);
     return;
   }
   mark_dirty(c);
@@ -491,30 +616,58 @@ static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
   }
 }
 
-int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp) {
+static void push_text(hd_conn_t *c, const char *s, size_t n) {
+  hd_frame_t *f = hd_frame_new(HD_WS_OP_TEXT, s, n);
+  if (f == NULL || push(c, f) < 0) {
+    if (f) hd_frame_unref(f);
+    hd_conn_abort(c);
+    return;
+  }
+  hd_frame_unref(f);
+  mark_dirty(c);
+}
+
+int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
+                         hd_attach_t *a) {
   hd_server_t *srv = srv_of(c);
-  char welcome[256 + 6 * HD_ID_MAX], epoch[HD_EPOCH_LEN + 1], esc[6 * HD_ID_MAX];
-  uint64_t seq;
-  hd_frame_t *f;
+  char msg[256 + 6 * HD_ID_MAX], esc[6 * HD_ID_MAX];
+  size_t replayed = 0;
   int n, rc;
 
   assert(c->endpoint == HD_EP_CLIENT && !c->authed);
-  if ((rc = hd__manager_attach(srv->manager, &c->sub, user_id, &seq, epoch)) < 0) return rc;
+  if ((rc = hd__manager_attach(srv->manager, &c->sub, user_id, a)) < 0) return rc;
   c->authed = true;
   c->token_exp = token_exp;
-  n = snprintf(welcome, sizeof(welcome),
+  /* Everything below is queued before any live event can be: inbox items are
+   * handled on this thread, after this function returns. So the client sees
+   * welcome, the replay, resumed, then live events from head_seq + 1 on. */
+  n = snprintf(msg, sizeof(msg),
                "{\"type\":\"welcome\",\"user_id\":\"%.*s\",\"connection_id\":\"%llu\","
                "\"seq\":%llu,\"epoch\":\"%s\",\"heartbeat_s\":%u}",
                (int)hd__json_escape(esc, user_id, strlen(user_id)), esc,
-               (unsigned long long)c->id, (unsigned long long)seq, epoch,
+               (unsigned long long)c->id, (unsigned long long)a->head_seq, a->epoch,
                srv->cfg->heartbeat_s);
-  /* Queued before any event frame can be: inbox items are handled on this
-   * thread, after this function returns. */
-  f = hd_frame_new(HD_WS_OP_TEXT, welcome, (size_t)n);
-  if (f == NULL) return HD_ENOMEM;
-  hd_conn_send(c, f);
-  hd_frame_unref(f);
-  hd_log(HD_LOG_DEBUG, "conn %llu: authenticated as %s", (unsigned long long)c->id, user_id);
+  push_text(c, msg, (size_t)n);
+  for (size_t i = 0; i < a->nreplay; i++) {
+    /* The replay bypasses the slow-consumer limit: a client reading at full
+     * speed must not be closed for the size of its own backlog. */
+    if (c->state != HD_CONN_CLOSED && push(c, a->replay[i]) == 0) {
+      c->grace += a->replay[i]->len;
+      replayed++;
+    }
+    hd_frame_unref(a->replay[i]);
+  }
+  free(a->replay);
+  a->replay = NULL;
+  if (a->resume && c->state != HD_CONN_CLOSED) {
+    n = snprintf(msg, sizeof(msg),
+                 "{\"type\":\"resumed\",\"from_seq\":%llu,\"to_seq\":%llu,\"complete\":%s}",
+                 (unsigned long long)a->since_seq + 1, (unsigned long long)a->head_seq,
+                 a->complete && replayed == a->nreplay ? "true" : "false");
+    push_text(c, msg, (size_t)n);
+  }
+  hd_log(HD_LOG_DEBUG, "conn %llu: authenticated as %s%s", (unsigned long long)c->id, user_id,
+         a->resume ? " (resume)" : "");
   return 0;
 }
 

@@ -96,7 +96,10 @@ struct hd_conn_s {
   hd_worker_t *w;
   hd_sub_t sub;           /* registration with the manager (CLIENT, authed) */
   atomic_uint refs;       /* 1 for the open handle + 1 per inbox item */
-  int64_t token_exp;      /* CLIENT: the token's exp; 4002 when passed */
+  union {
+    int64_t token_exp;     /* CLIENT, authed: the token's exp; 4002 when passed */
+    uint64_t pending_since; /* CLIENT, awaiting auth: since_seq + 1 from the query */
+  };
   hd_conn_t *prev, *next; /* worker's list */
   hd_conn_t *dirty_next;
   hd_http_parser_t *http; /* while speaking HTTP; NULL after the upgrade */
@@ -104,6 +107,7 @@ struct hd_conn_s {
   uv_write_t *wreq;       /* the write in flight, if any */
   uint64_t id;
   size_t queued;          /* bytes queued and not yet written */
+  size_t grace;           /* of those, resume replay not counted against the limit */
   hd_ws_reader_t ws;
   uint32_t qhead, qlen, qcap;
   uint32_t head_off;      /* bytes of q[qhead] already written */
@@ -148,7 +152,8 @@ void hd_worker_flush(hd_worker_t *w);
 void hd_conn_unref(hd_conn_t *c);
 
 /* Registers an upgraded CLIENT connection as user_id and sends the welcome. */
-int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp);
+int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
+                         hd_attach_t *resume);
 
 /* The manager's transport: hands frames and closes to connections' workers. */
 extern const hd_transport_t hd_net_transport;

@@ -77,6 +77,8 @@ static void on_sweep(uv_timer_t *t) {
     next = c->next;
     hd_conn_sweep(c);
   }
+  /* Age limit of the history: one worker sweeps all users every few seconds. */
+  if (w->id == 0 && w->now_s % 5 == 0) hd__manager_expire(w->srv->manager);
 }
 
 static void abort_all(hd_worker_t *w) {
@@ -193,6 +195,10 @@ int hd_server_init(hd_server_t *srv, hd_config_t *cfg, uv_loop_t *main_loop) {
   srv->started_ms = uv_hrtime() / 1000000;
   srv->manager = hd_manager_get();
   hd__manager_set_transport(srv->manager, &hd_net_transport);
+  hd__manager_configure(srv->manager,
+                        &(hd_history_limits_t){cfg->history_events, cfg->history_bytes,
+                                               (int64_t)cfg->history_age_s * 1000,
+                                               cfg->history_memory});
   srv->workers = calloc((size_t)srv->nworkers, sizeof(hd_worker_t));
   if (srv->workers == NULL) return UV_ENOMEM;
   for (int i = 0; i < srv->nworkers; i++)

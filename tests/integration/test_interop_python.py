@@ -79,7 +79,7 @@ def connect(h, *, subprotocols=(SUBPROTO,), max_size=BIG, **kw):
 
 async def echo_once(ws, payload):
     await ws.send(payload)
-    got = await asyncio.wait_for(ws.recv(), 10)
+    got = await asyncio.wait_for(ws.recv(), 5)
     assert type(got) is type(payload), (
         f"echo of {type(payload).__name__} came back as {type(got).__name__}")
     assert len(got) == len(payload)
@@ -161,7 +161,7 @@ def test_fragmented_send_iterable(herald, kind):
                 frags = [binary_payload(n, n) for n in (1, 0, 125, 126, 5000, 3)]
                 whole = b"".join(frags)
             await ws.send(frags)
-            got = await asyncio.wait_for(ws.recv(), 10)
+            got = await asyncio.wait_for(ws.recv(), 5)
             assert type(got) is type(whole)
             assert got == whole
             # Unfragmented message right after still works.
@@ -186,7 +186,7 @@ def test_fragmented_send_async_iterable_with_ping_between(herald):
                 yield "wörld"
 
             await ws.send(frags())
-            got = await asyncio.wait_for(ws.recv(), 10)
+            got = await asyncio.wait_for(ws.recv(), 5)
             assert got == "héllo fragmented wörld"
             assert pong_waiter is not None and pong_waiter.done()
     run(main())
@@ -198,7 +198,7 @@ def test_fragmented_message_reaching_limit(herald):
         async with connect(herald) as ws:
             frags = [binary_payload(16384, i) for i in range(4)]
             await ws.send(frags)
-            got = await asyncio.wait_for(ws.recv(), 10)
+            got = await asyncio.wait_for(ws.recv(), 5)
             assert got == b"".join(frags)
     run(main())
 
@@ -262,6 +262,49 @@ def test_clean_close_1000(herald):
         assert ei.value.sent is not None and ei.value.sent.code == 1000
         assert ei.value.rcvd_then_sent is False  # we initiated
     run(main())
+
+
+def test_server_closes_tcp_first_after_close_handshake(herald):
+    """RFC 6455 7.1.1: after the close handshake the server closes TCP first.
+
+    Both websockets and ws half-close their side once they get the close
+    reply, which would mask a server that only reacts to EOF, so this uses a
+    raw socket that keeps its write side open and expects EOF from the server.
+    """
+    import base64
+    import socket
+    import struct
+
+    with socket.create_connection((herald.host, herald.port), timeout=5) as s:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET /echo HTTP/1.1\r\nHost: {herald.host}:{herald.port}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                   "\r\n").encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(4096)
+            assert chunk, f"EOF during handshake: {buf!r}"
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        mask = os.urandom(4)
+        body = struct.pack("!H", 1000)
+        s.sendall(bytes([0x88, 0x80 | len(body)]) + mask
+                  + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
+        t0 = time.monotonic()
+        s.settimeout(2.0)
+        data = rest
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                pytest.fail(f"server did not close TCP within 2 s; got {data!r}")
+            if not chunk:
+                break
+            data += chunk
+        assert data == b"\x88\x02\x03\xe8", f"expected close 1000 reply, got {data!r}"
+        assert time.monotonic() - t0 < 2.0
 
 
 def test_close_other_code_echoed(herald):

@@ -473,6 +473,28 @@ static void test_limits(void) {
   free(s.s);
 }
 
+/* The outcome must not depend on the segmentation even when a request breaks two
+ * rules at once: here the 101st header line (over HD_HTTP_MAX_HEADERS: 431) also
+ * has an invalid name (llhttp: 400). Whatever the answer, it must be the same
+ * whole, at every split point and byte by byte. */
+static void test_header_limit_split(void) {
+  str_t s = {0};
+  result_t r;
+
+  sputs(&s, "GET / HTTP/1.1\r\n");
+  for (int i = 0; i < HD_HTTP_MAX_HEADERS; i++) {
+    char line[32];
+    snprintf(line, sizeof(line), "X-H%d: %d\r\n", i, i);
+    sputs(&s, line);
+  }
+  sputs(&s, "Bad\x01Name: v\r\n\r\n");
+  run_all(s.s, s.len, 0, &r, "101st header line malformed");
+  CHECK(r.err == HD_EPROTO || r.err == HD_ELIMIT);
+  CHECK_INT(r.nreq, 0);
+  result_free(&r);
+  free(s.s);
+}
+
 static void test_garbage(void) {
   static const char *bad[] = {
       "HELLO WORLD\r\n\r\n",
@@ -676,6 +698,7 @@ int main(void) {
   test_pipelining();
   test_bodies();
   test_limits();
+  test_header_limit_split();
   test_garbage();
   test_upgrade_trailing();
   test_token_list();
