@@ -14,15 +14,8 @@
 #include <jansson.h>
 
 #include "auth/jwt.h"
+#include "core/event.h"
 #include "net/net.h"
-
-#define ENVELOPE_MAX 700 /* type, seq, epoch, escaped ids, ts: a generous bound */
-
-typedef struct {
-  const char *user_id;
-  hd_event_t ev;
-  char *data; /* owned: the compact JSON of "data" */
-} event_t;
 
 static bool authorized(hd_conn_t *c, const hd_http_req_t *req) {
   const char *key = c->w->srv->cfg->api_key;
@@ -38,85 +31,11 @@ static void error_reply(hd_conn_t *c, const hd_http_req_t *req, int status, cons
   hd_conn_respond_error(c, status, code, message, req->keep_alive);
 }
 
-static const char *id_field(json_t *ev, const char *name, bool required, const char **err) {
-  json_t *v = json_object_get(ev, name);
-  size_t n;
-
-  if (v == NULL || json_is_null(v)) {
-    if (required) *err = "missing";
-    return NULL;
-  }
-  if (!json_is_string(v)) {
-    *err = "not_a_string";
-    return NULL;
-  }
-  n = json_string_length(v);
-  if (n == 0 || n > HD_ID_MAX || memchr(json_string_value(v), 0, n)) {
-    *err = "bad_length";
-    return NULL;
-  }
-  return json_string_value(v);
-}
-
-/* Validates one event; on error writes a message naming the problem. */
-static bool parse_event(json_t *j, size_t max_message, event_t *out, char *msg, size_t cap) {
-  const char *err = NULL, *type;
-  json_t *data;
-  int t;
-
-  memset(out, 0, sizeof(*out));
-  if (!json_is_object(j)) {
-    snprintf(msg, cap, "event must be an object");
-    return false;
-  }
-  out->user_id = id_field(j, "user_id", true, &err);
-  if (err) {
-    snprintf(msg, cap, "user_id: %s (a string of 1..%d bytes)", err, HD_ID_MAX);
-    return false;
-  }
-  out->ev.thread_id = id_field(j, "thread_id", false, &err);
-  if (err) {
-    snprintf(msg, cap, "thread_id: %s (a string of 1..%d bytes)", err, HD_ID_MAX);
-    return false;
-  }
-  out->ev.run_id = id_field(j, "run_id", false, &err);
-  if (err) {
-    snprintf(msg, cap, "run_id: %s (a string of 1..%d bytes)", err, HD_ID_MAX);
-    return false;
-  }
-  type = json_string_value(json_object_get(j, "type"));
-  if (type == NULL || (t = hd_event_type_parse(type, strlen(type))) < 0) {
-    snprintf(msg, cap, "type: must be one of agent_started, agent_thinking, tool_executing, "
-                       "tool_completed, agent_message, agent_completed");
-    return false;
-  }
-  out->ev.type = (hd_event_type_t)t;
-  data = json_object_get(j, "data");
-  if (!json_is_object(data)) {
-    snprintf(msg, cap, "data: must be an object");
-    return false;
-  }
-  out->data = json_dumps(data, JSON_COMPACT);
-  if (out->data == NULL) {
-    snprintf(msg, cap, "data: cannot be encoded");
-    return false;
-  }
-  out->ev.data = out->data;
-  out->ev.data_len = strlen(out->data);
-  if (out->ev.data_len + ENVELOPE_MAX > max_message) {
-    snprintf(msg, cap, "event encodes to more than the %zu-byte message limit", max_message);
-    free(out->data);
-    out->data = NULL;
-    return false;
-  }
-  return true;
-}
-
 static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   hd_server_t *srv = c->w->srv;
   json_error_t jerr;
   json_t *body, *list, *results = NULL;
-  event_t *evs = NULL;
+  hd_event_json_t *evs = NULL;
   size_t n = 0, i;
   bool batch;
   char msg[200];
@@ -144,7 +63,7 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   }
   for (i = 0; i < n; i++) {
     char why[160];
-    if (!parse_event(batch ? json_array_get(list, i) : body, srv->cfg->max_message, &evs[i], why,
+    if (!hd__event_from_json(batch ? json_array_get(list, i) : body, srv->cfg->max_message, &evs[i], why,
                      sizeof(why))) {
       if (batch) snprintf(msg, sizeof(msg), "events[%zu]: %s", i, why);
       else snprintf(msg, sizeof(msg), "%s", why);
@@ -185,7 +104,8 @@ done:
 static void disconnect(hd_conn_t *c, const hd_http_req_t *req) {
   json_error_t jerr;
   json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
-  const char *err = NULL, *user = json_is_object(body) ? id_field(body, "user_id", true, &err) : NULL;
+  const char *err = NULL,
+             *user = json_is_object(body) ? hd__json_id_field(body, "user_id", true, &err) : NULL;
   char out[64];
 
   if (user == NULL) {

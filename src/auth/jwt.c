@@ -13,10 +13,11 @@
  *      base64url (else MALFORMED). Decoding is only a character scan, so doing
  *      it for the payload before the signature check exposes nothing and gives
  *      a truer reason than BAD_SIGNATURE for a mangled token;
- *   2. the header is decoded and parsed; its "alg" must be exactly the pinned
- *      algorithm (else BAD_ALG). Nothing about the key or the signature is taken
- *      from the header, so "none", an HS256 header on an RS256 verifier (the
- *      public key used as an HMAC secret) and the reverse are all refused here;
+ *   2. the header is parsed; its "alg" must be exactly the pinned algorithm
+ *      (else BAD_ALG). Nothing about the key is taken from the header ("kid",
+ *      "jwk", "jku" and "x5u" are ignored), so "none", an HS256 header on an
+ *      RS256 verifier (the public key used as an HMAC secret) and the reverse
+ *      are all refused here;
  *      a "crit" header names extensions we do not implement, and RFC 7515 4.1.11
  *      says such a token must be rejected (MALFORMED). "typ" is ignored: it is
  *      advisory (RFC 7519 5.1) and real issuers send "JWT", "at+jwt" (RFC 9068)
@@ -397,9 +398,11 @@ static int numeric_date(const json_t *j, int64_t *out) {
   }
   if (json_is_real(j)) {
     d = json_real_value(j);
-    /* -2^63 and 2^63 are exact doubles; the range is half-open. */
-    if (!isfinite(d) || d != floor(d) || d < -9223372036854775808.0 ||
-        d >= 9223372036854775808.0)
+    /* -2^63 and 2^63 are exact doubles; the range is half-open. Inside it the
+     * conversion is defined, and a round trip that changes the value means a
+     * fraction (this also keeps the module off libm). */
+    if (!isfinite(d) || d < -9223372036854775808.0 || d >= 9223372036854775808.0 ||
+        (double)(int64_t)d != d)
       return -1;
     *out = (int64_t)d;
     return 0;

@@ -60,6 +60,7 @@ typedef struct {
 typedef struct {
   uint32_t serial;
   uint64_t first_seq;
+  int64_t last_ms; /* when the run's latest event was published */
   char *run_id;
   char *thread_id; /* NULL if none */
 } run_t;
@@ -238,6 +239,9 @@ static bool valid_id(const char *id, size_t *len) {
 }
 
 
+static bool with_user(hd_manager_t *m, const char *user_id,
+                      void (*fn)(hd_manager_t *, hd_user_t *, void *), void *arg);
+
 /* ---- history ------------------------------------------------------------- */
 
 static int64_t now_ms(void) {
@@ -373,6 +377,7 @@ static int remember(hd_manager_t *m, hd_user_t *u, hd_frame_t *f, const hd_event
     r->first_seq = f->seq;
     u->nruns++;
   }
+  if (r) r->last_ms = now;
   if (u->hlen == u->hcap) {
     size_t cap = u->hcap ? u->hcap * 2 : 16;
     hist_t *h = malloc(cap * sizeof(*h));
@@ -539,8 +544,25 @@ static bool valid_event(const hd_event_t *ev) {
   return true;
 }
 
-HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
-                                 hd_publish_result_t *res) {
+/* The run rules of PROTOCOL.md section 3, checked under the user's lock: a
+ * run has one agent_started first and one agent_completed last. max_runs > 0
+ * also bounds the user's runs in flight. */
+static int check_run(hd_user_t *u, const hd_event_t *ev, size_t max_runs) {
+  run_t *r;
+
+  if (ev->run_id == NULL) return 0;
+  r = find_run(u, ev->run_id);
+  if (ev->type == HD_EV_AGENT_STARTED) {
+    if (r) return HD_EEXIST;
+    if (max_runs && u->nruns >= max_runs) return HD_ELIMIT;
+  } else if (ev->type == HD_EV_AGENT_COMPLETED && r == NULL) {
+    return HD_ENOENT;
+  }
+  return 0;
+}
+
+static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
+                   size_t max_runs, hd_publish_result_t *res) {
   char prefix[64], digits[24];
   size_t n, plen, dlen, slen;
   uint64_t h;
@@ -550,6 +572,7 @@ HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_
   char *suffix;
   uint32_t delivered = 0;
   int64_t ts = now_ms();
+  int rc = HD_ENOMEM;
 
   if (!valid_id(user_id, &n) || !valid_event(ev)) return HD_EINVAL;
   if (atomic_load(&m->draining)) return HD_EBUSY;
@@ -561,6 +584,8 @@ HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_
 
   pthread_mutex_lock(&s->lock);
   if ((u = intern(m, s, h, user_id, n)) == NULL) goto fail_locked;
+  if ((rc = check_run(u, ev, max_runs)) < 0) goto fail_locked;
+  rc = HD_ENOMEM;
   dlen = (size_t)snprintf(digits, sizeof(digits), "%llu", (unsigned long long)(u->seq + 1));
   f = hd_frame_alloc(0x1 /* text */, plen + dlen + slen);
   if (f == NULL) goto fail_locked;
@@ -598,7 +623,35 @@ HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_
 fail_locked:
   pthread_mutex_unlock(&s->lock);
   free(suffix);
-  return HD_ENOMEM;
+  return rc;
+}
+
+HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
+                                 hd_publish_result_t *res) {
+  return publish(m, user_id, ev, 0, res);
+}
+
+int hd__manager_run_begin(hd_manager_t *m, const char *user_id, const hd_event_t *started,
+                          size_t max_runs, hd_publish_result_t *res) {
+  if (started->type != HD_EV_AGENT_STARTED || started->run_id == NULL) return HD_EINVAL;
+  return publish(m, user_id, started, max_runs, res);
+}
+
+typedef struct {
+  const char *run_id;
+  int64_t idle;
+} idle_arg_t;
+
+static void get_idle(hd_manager_t *m, hd_user_t *u, void *arg) {
+  idle_arg_t *a = arg;
+  run_t *r = find_run(u, a->run_id);
+  if (r) a->idle = now_ms() - r->last_ms;
+}
+
+int64_t hd__manager_run_idle(hd_manager_t *m, const char *user_id, const char *run_id) {
+  idle_arg_t a = {run_id, -1};
+  with_user(m, user_id, get_idle, &a);
+  return a.idle;
 }
 
 HD_EXPORT hd_scope_t hd_manager_scope(hd_manager_t *m, const hd_user_ctx_t *ctx) {

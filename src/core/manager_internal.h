@@ -74,6 +74,18 @@ char *hd__manager_runs_json(hd_manager_t *m, const char *user_id);
 char *hd__manager_history_json(hd_manager_t *m, const char *user_id, uint64_t since_seq,
                                size_t limit);
 
+/* Starts a run: publishes agent_started (which must carry a run_id) unless the
+ * run is already in flight (HD_EEXIST) or the user has max_runs in flight
+ * (HD_ELIMIT). hd_manager_publish() itself refuses a second agent_started for a
+ * run in flight (HD_EEXIST) and an agent_completed for a run not in flight
+ * (HD_ENOENT): that is how every run gets exactly one of each. */
+int hd__manager_run_begin(hd_manager_t *m, const char *user_id, const hd_event_t *started,
+                          size_t max_runs, hd_publish_result_t *res);
+
+/* Milliseconds since the run's latest event, or -1 when it is not in flight
+ * (never started, completed, or forgotten). */
+int64_t hd__manager_run_idle(hd_manager_t *m, const char *user_id, const char *run_id);
+
 /* Drops events older than the age limit (called periodically). */
 void hd__manager_expire(hd_manager_t *m);
 

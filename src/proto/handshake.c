@@ -33,6 +33,19 @@ static bool valid_key(const char *k, size_t n) {
   return strchr("AQgw", k[21]) != NULL;
 }
 
+/* A list-valued header may be split over several lines (RFC 9110 5.3): true
+ * if any line named name lists token. */
+static bool any_has(const hd_http_req_t *req, const char *name, const char *token) {
+  size_t n = strlen(name);
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const hd_http_header_t *h = &req->headers[i];
+    if (h->name_len == n && strncasecmp(h->name, name, n) == 0 &&
+        hd_http_token_list_has(h->value, h->value_len, token))
+      return true;
+  }
+  return false;
+}
+
 void hd_ws_accept_key(const char *key, size_t len, char out[29]) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int dlen = 0;
@@ -58,12 +71,8 @@ int hd_ws_handshake_check(const hd_http_req_t *req, hd_ws_handshake_t *hs) {
     return reject(hs, 400, "http_version");
   if (hd_http_header_find(req, "host", &n) == NULL || n != 1)
     return reject(hs, 400, "missing_host");
-  h = hd_http_header_find(req, "upgrade", NULL);
-  if (h == NULL || !hd_http_token_list_has(h->value, h->value_len, "websocket"))
-    return reject(hs, 400, "not_websocket_upgrade");
-  h = hd_http_header_find(req, "connection", NULL);
-  if (h == NULL || !hd_http_token_list_has(h->value, h->value_len, "upgrade"))
-    return reject(hs, 400, "connection_not_upgrade");
+  if (!any_has(req, "upgrade", "websocket")) return reject(hs, 400, "not_websocket_upgrade");
+  if (!any_has(req, "connection", "upgrade")) return reject(hs, 400, "connection_not_upgrade");
   h = hd_http_header_find(req, "sec-websocket-version", &n);
   if (h == NULL) return reject(hs, 426, "missing_version");
   if (n != 1 || h->value_len != 2 || memcmp(h->value, "13", 2) != 0)
@@ -73,13 +82,7 @@ int hd_ws_handshake_check(const hd_http_req_t *req, hd_ws_handshake_t *hs) {
     return reject(hs, 400, "bad_websocket_key");
   hd_ws_accept_key(h->value, h->value_len, hs->accept);
 
-  /* Sec-WebSocket-Protocol may appear several times; each is a token list. */
-  for (size_t i = 0; i < req->nheaders; i++) {
-    const hd_http_header_t *p = &req->headers[i];
-    if (p->name_len == 22 && strncasecmp(p->name, "sec-websocket-protocol", 22) == 0 &&
-        hd_http_token_list_has(p->value, p->value_len, HD_WS_SUBPROTOCOL))
-      hs->protocol = true;
-  }
+  hs->protocol = any_has(req, "sec-websocket-protocol", HD_WS_SUBPROTOCOL);
   hs->status = 101;
   return 0;
 }

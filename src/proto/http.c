@@ -32,6 +32,7 @@ struct hd_http_parser_s {
   bool head_done;      /* headers complete */
   bool in_value;       /* the last header callback was a value */
   bool complete;       /* on_message_complete fired */
+  bool overflow;       /* a header line beyond HD_HTTP_MAX_HEADERS began */
   int status;          /* HTTP status for the last error */
   size_t head_len;
   size_t url_len;
@@ -75,10 +76,13 @@ static int on_header_field(llhttp_t *h, const char *at, size_t len) {
   hd_http_parser_t *p = self(h);
   span_t *s;
 
+  if (p->overflow) return 0;
   if (p->in_value || p->nheaders == 0) { /* a new header line begins */
     if (p->nheaders == HD_HTTP_MAX_HEADERS) {
-      p->status = 431;
-      return -1;
+      /* Refused once the name is complete (and valid), so the verdict does
+       * not depend on where the reads split the request. */
+      p->overflow = true;
+      return 0;
     }
     s = &p->spans[p->nheaders++];
     s->name_off = (uint16_t)p->head_len;
@@ -90,6 +94,13 @@ static int on_header_field(llhttp_t *h, const char *at, size_t len) {
   s = &p->spans[p->nheaders - 1];
   s->name_len = (uint16_t)(s->name_len + len);
   return append(p, at, len);
+}
+
+static int on_header_field_complete(llhttp_t *h) {
+  hd_http_parser_t *p = self(h);
+  if (!p->overflow) return 0;
+  p->status = 431;
+  return -1;
 }
 
 static int on_header_value(llhttp_t *h, const char *at, size_t len) {
@@ -149,6 +160,7 @@ static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
@@ -161,6 +173,7 @@ static void reset(hd_http_parser_t *p) {
   p->head_done = false;
   p->in_value = false;
   p->complete = false;
+  p->overflow = false;
   p->status = 0;
   p->head_len = 0;
   p->url_len = 0;

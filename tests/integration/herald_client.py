@@ -238,8 +238,19 @@ class Api:
             hdrs["Content-Type"] = "application/json"
         if headers:
             hdrs.update(headers)
+        reused = self.conn is not None
         c = self._conn()
         try:
+            c.request(method, path, body=body, headers=hdrs)
+            resp = c.getresponse()
+            data = resp.read()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self.close()
+            # An idle keep-alive connection the server timed out: GETs are safe to
+            # retry once on a new connection (POSTs are never retried).
+            if not (reused and method == "GET"):
+                raise
+            c = self._conn()
             c.request(method, path, body=body, headers=hdrs)
             resp = c.getresponse()
             data = resp.read()

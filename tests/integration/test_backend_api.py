@@ -108,16 +108,64 @@ def test_publish_single_seq_and_delivery(herald, api):
     ("agent_completed", {"status": "succeeded", "text": "done"}),
 ])
 def test_every_event_type(herald, api, etype, data):
+    """Each type round-trips; a run starts with agent_started (the run rules)."""
     user = new_user("types")
 
     async def go():
         (ws, _), = await connect_user(herald, user, 1)
-        r = await in_thread(api.publish, user, etype, data)
-        assert r.status == 200 and r.json == {"seq": 1, "delivered": 1}, r
+        seq = 0
+        if etype != "agent_started":
+            r = await in_thread(api.publish, user, "agent_started",
+                                {"agent": "demo", "input": "x"}, run_id="run-types")
+            assert r.status == 200 and r.json == {"seq": 1, "delivered": 1}, r
+            ev = await recv_json(ws)
+            assert ev["type"] == "agent_started" and ev["seq"] == 1, ev
+            seq = 1
+        r = await in_thread(api.publish, user, etype, data, run_id="run-types")
+        assert r.status == 200 and r.json == {"seq": seq + 1, "delivered": 1}, r
         ev = await recv_json(ws)
-        assert ev["type"] == etype and ev["data"] == data and ev["seq"] == 1, ev
+        assert ev["type"] == etype and ev["data"] == data and ev["seq"] == seq + 1, ev
+        assert ev["run_id"] == "run-types", ev
         await ws.close()
     run(go())
+
+
+def test_run_rules_violation_is_400(herald, api):
+    """agent_completed for a run never started, or a second agent_started for a run
+    in flight, is the backend's error: 400 with an error body, never a 5xx."""
+    user = new_user("runrules")
+    r = api.publish(user, "agent_completed", {"status": "succeeded", "text": ""},
+                    run_id="never-started")
+    assert_error_body(r, 400)
+    assert api.publish_ok(user, "agent_started", {"agent": "a", "input": "i"},
+                          run_id="rr")["seq"] == 1
+    r = api.publish(user, "agent_started", {"agent": "a", "input": "i"}, run_id="rr")
+    assert_error_body(r, 400)
+    assert api.publish_ok(user, "agent_completed", {"status": "succeeded", "text": "ok"},
+                          run_id="rr")["seq"] == 2
+
+
+def test_run_rules_violation_in_batch_publishes_nothing(herald, api):
+    user = new_user("runbatch")
+    evs = [event(user, i, type="agent_thinking", text=str(i)) for i in range(4)]
+    evs.append({"user_id": user, "run_id": "ghost", "type": "agent_completed",
+                "data": {"status": "failed", "text": "", "error": "x"}})
+    err = assert_error_body(api.publish_batch(evs), 400)
+    assert "events[4]" in err["message"], err
+    assert api.publish_ok(user)["seq"] == 1, "part of a refused batch was published"
+
+
+def test_run_lifecycle_in_one_batch(herald, api):
+    user = new_user("runok")
+    evs = [{"user_id": user, "run_id": "life", "thread_id": "t", "type": "agent_started",
+            "data": {"agent": "a", "input": "hi"}},
+           {"user_id": user, "run_id": "life", "thread_id": "t", "type": "agent_message",
+            "data": {"delta": "he"}},
+           {"user_id": user, "run_id": "life", "thread_id": "t", "type": "agent_completed",
+            "data": {"status": "succeeded", "text": "he"}}]
+    r = api.publish_batch(evs)
+    assert r.status == 200, r
+    assert [x["seq"] for x in r.json["results"]] == [1, 2, 3]
 
 
 def test_publish_without_thread_and_run(herald, api):

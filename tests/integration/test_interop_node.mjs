@@ -16,7 +16,8 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
+import crypto from 'node:crypto';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -332,6 +333,45 @@ async function main() {
     assert.ok(r.ms < 2000, `close took ${r.ms} ms`);
     assert.equal(c.ws.readyState, WebSocket.CLOSED);
     assert.equal(c.error, undefined);
+  });
+
+  await check('raw socket: server closes TCP first after close handshake', async () => {
+    // ws ends its side once it gets the close reply, which would mask a server
+    // that only closes on EOF; a raw socket keeps writing open and waits.
+    const sock = net.connect({ host: '127.0.0.1', port: srv.port, allowHalfOpen: true });
+    let data = Buffer.alloc(0);
+    let upgraded = false;
+    let t0 = 0;
+    const ended = new Promise((resolve, reject) => {
+      sock.on('error', reject);
+      sock.on('end', () => resolve(Date.now() - t0));
+      sock.on('data', (chunk) => {
+        data = Buffer.concat([data, chunk]);
+        if (upgraded) return;
+        const i = data.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        const head = data.subarray(0, i).toString();
+        data = data.subarray(i + 4);
+        upgraded = true;
+        if (!head.startsWith('HTTP/1.1 101')) return reject(new Error(`handshake: ${head}`));
+        const mask = crypto.randomBytes(4);
+        const body = Buffer.from([0x03, 0xe8]); // 1000
+        const masked = Buffer.from(body.map((b, k) => b ^ mask[k % 4]));
+        t0 = Date.now();
+        sock.write(Buffer.concat([Buffer.from([0x88, 0x80 | body.length]), mask, masked]));
+      });
+    });
+    sock.write('GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n' +
+      'Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+      `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\n\r\n`);
+    try {
+      const ms = await withTimeout(ended, 2000, 'server FIN after close handshake');
+      assert.ok(data.equals(Buffer.from([0x88, 0x02, 0x03, 0xe8])),
+        `expected close 1000 reply, got ${data.toString('hex')}`);
+      assert.ok(ms < 2000, `FIN after ${ms} ms`);
+    } finally {
+      sock.destroy();
+    }
   });
 
   await check('close 4321 echoed', async () => {

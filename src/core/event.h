@@ -1,0 +1,28 @@
+/* Backend events as JSON (see event.c). */
+#ifndef HD_CORE_EVENT_H
+#define HD_CORE_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "herald/manager.h"
+
+typedef struct {
+  const char *user_id; /* borrowed from the JSON */
+  hd_event_t ev;       /* ids borrowed from the JSON; data points at .data */
+  char *data;          /* owned: the compact JSON of "data"; free() it */
+} hd_event_json_t;
+
+/* Validates one event object. On success fills out (free out->data when done)
+ * and returns true; otherwise writes a message naming the problem into msg. */
+bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, char *msg,
+                         size_t cap);
+
+/* Reads the id field name of object j: a string of 1..HD_ID_MAX bytes without
+ * NUL. Returns it (borrowed), or NULL with *err set ("missing" only when
+ * required, "not_a_string", "bad_length"). */
+const char *hd__json_id_field(json_t *j, const char *name, bool required, const char **err);
+
+#endif

@@ -1,0 +1,46 @@
+/* Fuzz target: backend event validation (src/core/event.c).
+ *
+ * The input is a publish body. Every event the validator accepts must satisfy
+ * the rules it claims to enforce: a known type, ids of 1..128 bytes, data that
+ * re-parses as a JSON object, and an encoded size within the limit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/event.h"
+
+static void check(json_t *j, size_t limit) {
+  hd_event_json_t ev;
+  char msg[200];
+  json_t *data;
+
+  if (!hd__event_from_json(j, limit, &ev, msg, sizeof(msg))) {
+    if (msg[0] == '\0') abort(); /* every refusal names its reason */
+    return;
+  }
+  if (ev.user_id == NULL || strlen(ev.user_id) == 0 || strlen(ev.user_id) > HD_ID_MAX) abort();
+  if (hd_event_type_name(ev.ev.type) == NULL) abort();
+  if (ev.ev.thread_id && (strlen(ev.ev.thread_id) == 0 || strlen(ev.ev.thread_id) > HD_ID_MAX))
+    abort();
+  if (ev.ev.run_id && (strlen(ev.ev.run_id) == 0 || strlen(ev.ev.run_id) > HD_ID_MAX)) abort();
+  if (ev.ev.data_len >= limit) abort();
+  data = json_loadb(ev.ev.data, ev.ev.data_len, 0, NULL);
+  if (!json_is_object(data)) abort();
+  json_decref(data);
+  free(ev.data);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
+  json_t *body = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, NULL), *list;
+  size_t limit = 2048;
+
+  if (body == NULL) return 0;
+  list = json_object_get(body, "events");
+  if (json_is_array(list)) {
+    for (size_t i = 0; i < json_array_size(list); i++) check(json_array_get(list, i), limit);
+  } else {
+    check(body, limit);
+  }
+  json_decref(body);
+  return 0;
+}
