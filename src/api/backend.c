@@ -71,12 +71,37 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
       goto done;
     }
   }
+  /* Herald's own runs ("hr-"): refuse the whole batch up front if an event
+   * would break their shape (a later race is still caught by the manager). */
+  for (i = 0; i < n; i++) {
+    const hd_event_t *ev = &evs[i].ev;
+    const char *code = NULL;
+    if (ev->run_id == NULL || strncmp(ev->run_id, "hr-", 3) != 0) continue;
+    if (ev->type == HD_EV_AGENT_STARTED) code = "run_already_started";
+    else if (hd__manager_run_idle(srv->manager, evs[i].user_id, ev->run_id) < 0)
+      code = "run_not_in_flight";
+    if (code) {
+      snprintf(msg, sizeof(msg), "events[%zu]: run %s is Herald's and %s", i, ev->run_id,
+               code[4] == 'a' ? "was started by Herald" : "is not in flight");
+      error_reply(c, req, 409, code, msg);
+      goto done;
+    }
+  }
   results = json_array();
   for (i = 0; i < n; i++) {
     hd_publish_result_t r;
     int rc = hd_manager_publish(srv->manager, evs[i].user_id, &evs[i].ev, &r);
     if (rc == HD_EBUSY) {
       error_reply(c, req, 503, "shutting_down", "the server is draining");
+      goto done;
+    }
+    if (rc == HD_EEXIST || rc == HD_ENOENT) {
+      snprintf(msg, sizeof(msg), "events[%zu]: %s (%zu events before it were published)", i,
+               rc == HD_EEXIST ? "Herald started this run itself"
+                               : "this run of Herald's is not in flight",
+               i);
+      error_reply(c, req, 409, rc == HD_EEXIST ? "run_already_started" : "run_not_in_flight",
+                  msg);
       goto done;
     }
     if (rc < 0) {

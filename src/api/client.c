@@ -19,7 +19,9 @@
 
 #include <jansson.h>
 
+#include "agent/runtime.h"
 #include "auth/jwt.h"
+#include "core/event.h"
 #include "daemon/log.h"
 #include "net/net.h"
 #include "proto/handshake.h"
@@ -233,6 +235,59 @@ static void on_history(hd_conn_t *c, json_t *msg) {
   free(reply);
 }
 
+/* user_message: {"type":"user_message","id":..,"thread_id":..,"text":..} ->
+ * ack {"type":"ack","id":..,"run_id":..}, then the run's events. The ack is
+ * queued here, before agent_started can arrive (that comes through the
+ * manager and this worker's inbox, which is handled after this returns). */
+static void on_user_message(hd_conn_t *c, json_t *msg) {
+  const char *err = NULL, *thread = hd__json_id_field(msg, "thread_id", true, &err);
+  const char *id = NULL, *text = json_string_value(json_object_get(msg, "text"));
+  char run_id[48];
+  int rc;
+
+  if (thread == NULL) {
+    reply_error(c, "invalid_request", "thread_id: a string of 1..128 bytes");
+    return;
+  }
+  err = NULL;
+  id = hd__json_id_field(msg, "id", false, &err);
+  if (err) {
+    reply_error(c, "invalid_request", "id: a string of 1..128 bytes");
+    return;
+  }
+  if (text == NULL || json_string_length(json_object_get(msg, "text")) == 0 ||
+      memchr(text, 0, json_string_length(json_object_get(msg, "text")))) {
+    reply_error(c, "invalid_request", "text: a non-empty string");
+    return;
+  }
+  rc = hd_runtime_user_message(c->w, c->sub.user_id, c->id, thread, text, id, run_id,
+                               sizeof(run_id));
+  switch (rc) {
+  case 0:
+    send_json(c, json_pack("{s:s, s:s?, s:s}", "type", "ack", "id", id, "run_id", run_id));
+    return;
+  case HD_ENOENT: reply_error(c, "no_agent", "no agent is configured on this server"); return;
+  case HD_ELIMIT: reply_error(c, "too_many_runs", "too many runs in flight; wait or cancel one"); return;
+  case HD_EBUSY: reply_error(c, "shutting_down", "the server is draining"); return;
+  default: reply_error(c, "internal", "the run could not start"); return;
+  }
+}
+
+static void on_cancel(hd_conn_t *c, json_t *msg) {
+  const char *err = NULL, *run = hd__json_id_field(msg, "run_id", true, &err);
+  int rc;
+
+  if (run == NULL) {
+    reply_error(c, "invalid_request", "run_id: a string of 1..128 bytes");
+    return;
+  }
+  rc = hd_runtime_cancel(c->w->srv, c->sub.user_id, run);
+  if (rc == HD_ENOENT) reply_error(c, "unknown_run", "no run of yours with this id is in flight");
+  else if (rc == HD_EINVAL) reply_error(c, "not_cancellable", "this run is driven by a backend");
+  else if (rc < 0) reply_error(c, "internal", "the run could not be cancelled");
+  /* Success shows as agent_completed with status "cancelled". */
+}
+
 static void on_runs(hd_conn_t *c) {
   char *reply = hd__manager_runs_json(c->w->srv->manager, c->sub.user_id);
   if (reply == NULL) {
@@ -266,6 +321,8 @@ void hd_client_on_message(hd_conn_t *c, const uint8_t *data, size_t len) {
     reply_error(c, "already_authenticated", "this connection is already authenticated");
   else if (strcmp(type, "history") == 0) on_history(c, msg);
   else if (strcmp(type, "runs") == 0) on_runs(c);
+  else if (strcmp(type, "user_message") == 0) on_user_message(c, msg);
+  else if (strcmp(type, "cancel") == 0) on_cancel(c, msg);
   else reply_error(c, "unknown_type", "unknown message type");
   json_decref(msg);
 }

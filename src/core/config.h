@@ -27,6 +27,18 @@ typedef struct hd_config_s {
   unsigned history_age_s;     /* 600: events older than this are dropped */
   size_t history_memory;      /* 256 MiB for all users' history */
 
+  /* Agents (docs/agents.md). */
+  char *agent;                /* "demo" (default), "webhook" or "none" */
+  char *agent_url;            /* webhook: where user messages are POSTed */
+  unsigned run_timeout_s;     /* 120: a silent agent's run is failed */
+  size_t max_runs;            /* 4 runs in flight per user */
+  unsigned demo_pace_min_ms;  /* 30 */
+  unsigned demo_pace_max_ms;  /* 80 */
+
+  /* The embedded identity provider (POST /auth/login). */
+  char *users_file;           /* NULL: login disabled */
+  unsigned token_ttl_s;       /* 3600 */
+
   /* Identity (PROTOCOL.md section 1). The HMAC secret and the API key come from
    * the environment: HERALD_JWT_SECRET and HERALD_API_KEY. */
   char *jwt_secret;           /* raw bytes of HERALD_JWT_SECRET, >= 32 */

@@ -544,19 +544,29 @@ static bool valid_event(const hd_event_t *ev) {
   return true;
 }
 
-/* The run rules of PROTOCOL.md section 3, checked under the user's lock: a
- * run has one agent_started first and one agent_completed last. max_runs > 0
- * also bounds the user's runs in flight. */
+/* Herald's own runs (started by its agent runtime) have ids with this prefix;
+ * nobody else may start or complete one. */
+#define MANAGED_PREFIX "hr-"
+
+static bool managed_id(const char *run_id) {
+  return strncmp(run_id, MANAGED_PREFIX, sizeof(MANAGED_PREFIX) - 1) == 0;
+}
+
+/* The run rules of PROTOCOL.md section 3 for Herald's own runs, checked under
+ * the user's lock: one agent_started first (the runtime's, through
+ * hd__manager_run_begin with max_runs > 0) and one agent_completed last.
+ * Runs a backend drives itself are its own business. */
 static int check_run(hd_user_t *u, const hd_event_t *ev, size_t max_runs) {
+  bool begin = max_runs > 0;
   run_t *r;
 
-  if (ev->run_id == NULL) return 0;
+  if (ev->run_id == NULL || !managed_id(ev->run_id)) return begin ? HD_EINVAL : 0;
   r = find_run(u, ev->run_id);
   if (ev->type == HD_EV_AGENT_STARTED) {
-    if (r) return HD_EEXIST;
-    if (max_runs && u->nruns >= max_runs) return HD_ELIMIT;
-  } else if (ev->type == HD_EV_AGENT_COMPLETED && r == NULL) {
-    return HD_ENOENT;
+    if (r || !begin) return HD_EEXIST;
+    if (u->nruns >= max_runs) return HD_ELIMIT;
+  } else if (r == NULL) {
+    return HD_ENOENT; /* nothing after agent_completed */
   }
   return 0;
 }

@@ -74,11 +74,12 @@ char *hd__manager_runs_json(hd_manager_t *m, const char *user_id);
 char *hd__manager_history_json(hd_manager_t *m, const char *user_id, uint64_t since_seq,
                                size_t limit);
 
-/* Starts a run: publishes agent_started (which must carry a run_id) unless the
- * run is already in flight (HD_EEXIST) or the user has max_runs in flight
- * (HD_ELIMIT). hd_manager_publish() itself refuses a second agent_started for a
- * run in flight (HD_EEXIST) and an agent_completed for a run not in flight
- * (HD_ENOENT): that is how every run gets exactly one of each. */
+/* Starts one of Herald's own runs: publishes agent_started, whose run_id must
+ * begin with "hr-", unless the run is already in flight (HD_EEXIST) or the user
+ * has max_runs (> 0) runs in flight (HD_ELIMIT). For such runs,
+ * hd_manager_publish() refuses any agent_started (HD_EEXIST) and any event once
+ * the run is no longer in flight (HD_ENOENT): each gets exactly one
+ * agent_started first and one agent_completed last, whoever publishes. */
 int hd__manager_run_begin(hd_manager_t *m, const char *user_id, const hd_event_t *started,
                           size_t max_runs, hd_publish_result_t *res);
 

@@ -34,13 +34,19 @@ void hd_config_defaults(hd_config_t *cfg) {
   cfg->history_bytes = 1024 * 1024;
   cfg->history_age_s = 600;
   cfg->history_memory = (size_t)256 << 20;
+  cfg->run_timeout_s = 120;
+  cfg->max_runs = 4;
+  cfg->demo_pace_min_ms = 30;
+  cfg->demo_pace_max_ms = 80;
+  cfg->token_ttl_s = 3600;
   cfg->jwt_leeway_s = 30;
 }
 
 void hd_config_dispose(hd_config_t *cfg) {
   char **strs[] = {&cfg->echo_path,          &cfg->jwt_secret,   &cfg->jwt_alg,
                    &cfg->jwt_public_key_file, &cfg->jwt_audience, &cfg->jwt_issuer,
-                   &cfg->api_key,             &cfg->allowed_origins};
+                   &cfg->api_key,             &cfg->allowed_origins,
+                   &cfg->agent,               &cfg->agent_url,    &cfg->users_file};
   for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
     free(*strs[i]);
     *strs[i] = NULL;
@@ -180,6 +186,42 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       cfg->history_age_s = (unsigned)n;
     return rc;
   }
+  if (is(name, "agent")) {
+    if (strcmp(v, "demo") && strcmp(v, "webhook") && strcmp(v, "none"))
+      return errf(err, errlen, "--agent: one of demo, webhook, none");
+    return set_str(&cfg->agent, v);
+  }
+  if (is(name, "agent-url")) {
+    if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
+      return errf(err, errlen, "--agent-url: an http:// or https:// URL");
+    return set_str(&cfg->agent_url, v);
+  }
+  if (is(name, "run-timeout")) {
+    if ((rc = parse_size("--run-timeout", v, 1, 86400, &n, err, errlen)) == 0)
+      cfg->run_timeout_s = (unsigned)n;
+    return rc;
+  }
+  if (is(name, "max-runs")) return parse_size("--max-runs", v, 1, 1000, &cfg->max_runs, err, errlen);
+  if (is(name, "demo-pace")) { /* MS or MIN-MAX */
+    unsigned lo, hi;
+    int k = 0;
+    if (sscanf(v, "%u-%u%n", &lo, &hi, &k) == 2 && v[k] == '\0' && lo <= hi && hi <= 60000) {
+      cfg->demo_pace_min_ms = lo;
+      cfg->demo_pace_max_ms = hi;
+      return 0;
+    }
+    if (sscanf(v, "%u%n", &lo, &k) == 1 && v[k] == '\0' && lo <= 60000) {
+      cfg->demo_pace_min_ms = cfg->demo_pace_max_ms = lo;
+      return 0;
+    }
+    return errf(err, errlen, "--demo-pace: MS or MIN-MAX (milliseconds, <= 60000)");
+  }
+  if (is(name, "users")) return set_str(&cfg->users_file, v);
+  if (is(name, "token-ttl")) {
+    if ((rc = parse_size("--token-ttl", v, 60, 30 * 86400, &n, err, errlen)) == 0)
+      cfg->token_ttl_s = (unsigned)n;
+    return rc;
+  }
   if (is(name, "max-batch"))
     return parse_size("--max-batch", v, 1, 100000, &cfg->max_batch, err, errlen);
   if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
@@ -241,6 +283,13 @@ static const char usage[] =
     "  --jwt-leeway S          clock skew allowed for exp/nbf, <= 60 (default 30)\n"
     "  --allowed-origins LIST  comma-separated origins (default: the request's host)\n"
     "  --max-batch N           events per publish request (default 1000)\n"
+    "  --agent demo|webhook|none  who answers user messages (default demo)\n"
+    "  --agent-url URL         webhook agent: where user messages are POSTed\n"
+    "  --run-timeout S         fail a run whose agent is silent this long (default 120)\n"
+    "  --max-runs N            runs in flight per user (default 4)\n"
+    "  --demo-pace MS|MIN-MAX  demo agent delay between steps (default 30-80)\n"
+    "  --users FILE            users file for POST /auth/login (herald user add)\n"
+    "  --token-ttl S           lifetime of tokens issued by /auth/login (default 3600)\n"
     "  --history-events N      events kept per user for resume (default 1000)\n"
     "  --history-bytes BYTES   history per user (default 1048576)\n"
     "  --history-age SECONDS   history age limit (default 600)\n"

@@ -6,6 +6,7 @@
 
 #include <uv.h>
 
+#include "agent/runtime.h"
 #include "auth/jwt.h"
 #include "core/config.h"
 #include "daemon/log.h"
@@ -61,9 +62,30 @@ static int make_verifier(const hd_config_t *cfg, hd_jwt_verifier_t **out) {
   return rc;
 }
 
+static int make_agent(const hd_config_t *cfg, hd_agent_t **out) {
+  const char *kind = cfg->agent ? cfg->agent : "demo";
+
+  *out = NULL;
+  if (strcmp(kind, "none") == 0) return 0;
+  if (strcmp(kind, "demo") == 0) {
+    hd_demo_config_t dc = {cfg->demo_pace_min_ms, cfg->demo_pace_max_ms};
+    *out = hd_agent_demo_new(&dc);
+  } else {
+    hd_log(HD_LOG_ERROR, "--agent %s is not available in this build", kind);
+    return -1;
+  }
+  if (*out == NULL) {
+    hd_log(HD_LOG_ERROR, "cannot create the %s agent", kind);
+    return -1;
+  }
+  hd_log(HD_LOG_INFO, "agent: %s", kind);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   hd_config_t cfg;
   hd_server_t srv;
+  hd_agent_t *agent = NULL;
   char err[256] = "";
   int rc;
 
@@ -80,12 +102,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (make_verifier(&cfg, &srv.jwt) != 0) return 1;
+  if (make_agent(&cfg, &agent) != 0) return 1;
+  hd_runtime_init(agent, srv.manager, cfg.run_timeout_s, cfg.max_runs);
   if (cfg.api_key == NULL)
     hd_log(HD_LOG_WARN, "HERALD_API_KEY is not set: the backend API answers 401");
   if (cfg.echo_path) hd_log(HD_LOG_INFO, "echo endpoint at %s (testing only)", cfg.echo_path);
   rc = hd_server_run(&srv);
   hd_server_dispose(&srv);
   hd_jwt_verifier_free(srv.jwt);
+  if (agent) agent->ops->free(agent);
   uv_loop_close(uv_default_loop());
   hd_config_dispose(&cfg);
   return rc == 0 ? 0 : 1;

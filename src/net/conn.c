@@ -314,6 +314,14 @@ void hd_conn_send(hd_conn_t *c, hd_frame_t *f) {
 /* Sends whatever the queue holds and the connection state allows. */
 static void after_drain(hd_conn_t *c) {
   if (c->qlen != 0 || c->state == HD_CONN_CLOSED) return;
+  if (c->close_after_write && c->state == HD_CONN_HTTP) {
+    /* Lingering close: the client may still be sending (a refused body).
+     * Closing now would reset the connection and lose our response; half-close
+     * instead and discard what arrives until EOF or the close timeout. */
+    c->close_after_write = false;
+    c->state = HD_CONN_CLOSING;
+    c->deadline_s = c->w->now_s + srv_of(c)->cfg->close_timeout_s;
+  }
   if (c->close_after_write) {
     hd_conn_abort(c);
     return;
@@ -427,6 +435,7 @@ static const char *reason_phrase(int status) {
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
   case 408: return "Request Timeout";
+  case 409: return "Conflict";
   case 413: return "Content Too Large";
   case 426: return "Upgrade Required";
   case 429: return "Too Many Requests";
@@ -478,9 +487,10 @@ void hd_conn_respond_json(hd_conn_t *c, int status, const char *json, bool keep_
 
 void hd_conn_respond_error(hd_conn_t *c, int status, const char *code,
                            const char *message, bool keep_alive) {
-  char body[512];
-  int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
-                   code, message);
+  char body[1600], esc[6 * 200];
+  size_t mlen = strnlen(message, 200);
+  int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%.*s\"}}",
+                   code, (int)hd__json_escape(esc, message, mlen), esc);
   if (n < 0 || (size_t)n >= sizeof(body)) n = 0;
   hd_conn_respond(c, status, "application/json", body, (size_t)n, NULL, keep_alive);
 }
@@ -726,6 +736,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0) return;
   if (c->state == HD_CONN_HTTP) http_feed(c, (uint8_t *)buf->base, (size_t)nread);
+  else if (c->endpoint == HD_EP_NONE) return; /* lingering HTTP close: discard */
   else if (c->state == HD_CONN_WS || c->state == HD_CONN_CLOSING)
     ws_feed(c, (uint8_t *)buf->base, (size_t)nread);
 }
@@ -744,11 +755,13 @@ void hd_conn_sweep(hd_conn_t *c) {
     }
     break;
   case HD_CONN_WS:
-    if (c->endpoint == HD_EP_CLIENT && !c->authed &&
+    if (atomic_load(&c->inbox_lost)) {
+      hd_conn_ws_close(c, HD_WS_CLOSE_INTERNAL, "events lost: reconnect to resume");
+    } else if (c->endpoint == HD_EP_CLIENT && !c->authed &&
         (int32_t)(w->now_s - c->deadline_s) >= 0) {
       atomic_fetch_add(&w->stats.auth_failures, 1);
       hd_conn_ws_close(c, HD_WS_CLOSE_UNAUTHORIZED, "no auth message in time");
-    } else if (c->authed && c->token_exp <= w->wall_s) {
+    } else if (c->authed && c->token_exp + cfg->jwt_leeway_s <= w->wall_s) {
       hd_conn_ws_close(c, HD_WS_CLOSE_TOKEN_EXPIRED, "token expired");
     } else if (w->now_s - c->last_rx_s >= 2 * cfg->heartbeat_s) {
       atomic_fetch_add(&w->stats.timeouts, 1);

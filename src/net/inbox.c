@@ -19,31 +19,42 @@
 
 #define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
 
-static void enqueue(hd_conn_t *c, hd_frame_t *f, uint16_t code) {
-  hd_worker_t *w = c->w;
+static int push_item(hd_worker_t *w, hd_inbox_item_t item) {
   bool wake;
 
-  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-  if (f) hd_frame_ref(f);
   uv_mutex_lock(&w->inbox_lock);
   if (w->inbox_len == w->inbox_cap) {
     size_t cap = w->inbox_cap ? w->inbox_cap * 2 : 256;
     hd_inbox_item_t *p = realloc(w->inbox, cap * sizeof(*p));
     if (p == NULL) {
-      /* Dropping an event would leave a gap; close the connection instead. */
       uv_mutex_unlock(&w->inbox_lock);
       hd_log(HD_LOG_ERROR, "inbox: out of memory");
-      if (f) hd_frame_unref(f);
-      hd_conn_unref(c);
-      return;
+      return HD_ENOMEM;
     }
     w->inbox = p;
     w->inbox_cap = cap;
   }
-  w->inbox[w->inbox_len++] = (hd_inbox_item_t){c, f, code};
+  w->inbox[w->inbox_len++] = item;
   wake = w->inbox_len == 1;
   uv_mutex_unlock(&w->inbox_lock);
   if (wake) uv_async_send(&w->wakeup);
+  return 0;
+}
+
+static void enqueue(hd_conn_t *c, hd_frame_t *f, uint16_t code) {
+  atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+  if (f) hd_frame_ref(f);
+  if (push_item(c->w, (hd_inbox_item_t){c, f, code, NULL, NULL}) < 0) {
+    /* A dropped event would be a gap in the stream: close the connection
+     * instead (the flag is read by its worker at the next sweep). */
+    atomic_store(&c->inbox_lost, true);
+    if (f) hd_frame_unref(f);
+    hd_conn_unref(c);
+  }
+}
+
+int hd_worker_post(hd_worker_t *w, void (*task)(hd_worker_t *w, void *arg), void *arg) {
+  return push_item(w, (hd_inbox_item_t){NULL, NULL, 0, task, arg});
 }
 
 static void deliver(void *ud, hd_sub_t *sub, hd_frame_t *f) {
@@ -56,7 +67,7 @@ static void close_conn(void *ud, hd_sub_t *sub, uint16_t code) {
 
 const hd_transport_t hd_net_transport = {deliver, close_conn, NULL};
 
-void hd_worker_drain_inbox(hd_worker_t *w) {
+void hd_worker_drain_inbox(hd_worker_t *w, bool stopped) {
   hd_inbox_item_t *items;
   size_t n, cap;
 
@@ -74,6 +85,10 @@ void hd_worker_drain_inbox(hd_worker_t *w) {
     hd_inbox_item_t *it = &items[i];
     hd_conn_t *c = it->c;
 
+    if (it->task) {
+      it->task(stopped ? NULL : w, it->arg);
+      continue;
+    }
     if (it->f) {
       if (c->state == HD_CONN_WS && c->authed) {
         if (hd__manager_check_write(w->srv->manager, &c->sub, it->f)) {

@@ -63,6 +63,7 @@ struct hd_worker_s {
   hd_conn_t *conns;   /* every open connection (intrusive list) */
   hd_conn_t *dirty;   /* connections with queued bytes to write this pass */
   hd_frame_t *ping;   /* the shared heartbeat ping frame */
+  void *agent_runs;   /* the runs living on this worker (src/agent/runtime.c) */
   uint32_t now_s;     /* loop time in seconds, updated by the sweep */
   int64_t wall_s;     /* Unix time, updated by the sweep (token expiry) */
   bool stopping;
@@ -121,14 +122,29 @@ struct hd_conn_s {
   bool close_after_write; /* close TCP once the queue drains */
   bool shut;              /* uv_shutdown issued */
   bool authed;            /* CLIENT: the user is known and registered */
+  atomic_bool inbox_lost; /* an inbox push failed: close, there is a gap */
 };
 
-/* A frame (or a close request) handed to a connection's worker. */
+/* Work handed to a worker by another thread: a frame or a close for one of its
+ * connections, or a task to run on its loop. */
 typedef struct hd_inbox_item_s {
-  hd_conn_t *c;   /* holds a reference */
-  hd_frame_t *f;  /* holds a reference; NULL for a close */
-  uint16_t code;  /* close code when f is NULL */
+  hd_conn_t *c;   /* holds a reference; NULL for a task */
+  hd_frame_t *f;  /* holds a reference; NULL for a close or a task */
+  uint16_t code;  /* close code */
+  void (*task)(hd_worker_t *w, void *arg);
+  void *arg;
 } hd_inbox_item_t;
+
+/* Runs task(w, arg) on worker w's thread, soon. Any thread. Returns 0 or
+ * HD_ENOMEM (then task never runs). If the worker stops first, the task is
+ * called with w == NULL and must only release arg. */
+int hd_worker_post(hd_worker_t *w, void (*task)(hd_worker_t *w, void *arg), void *arg);
+
+/* A one-shot timer on a worker's loop, for agents. */
+typedef struct hd_timer_s hd_timer_t;
+hd_timer_t *hd_timer_new(hd_worker_t *w, void (*cb)(void *arg), void *arg);
+void hd_timer_start(hd_timer_t *t, uint64_t ms); /* (re)arms it */
+void hd_timer_free(hd_timer_t *t); /* stops it; safe inside its own callback */
 
 /* Server lifecycle (main thread). */
 int hd_server_init(hd_server_t *srv, hd_config_t *cfg, uv_loop_t *main_loop);
@@ -157,7 +173,7 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
 
 /* The manager's transport: hands frames and closes to connections' workers. */
 extern const hd_transport_t hd_net_transport;
-void hd_worker_drain_inbox(hd_worker_t *w);
+void hd_worker_drain_inbox(hd_worker_t *w, bool stopped);
 
 /* The HTTP router (src/api): handles one complete request. */
 void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req);

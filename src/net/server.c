@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "agent/runtime.h"
 #include "daemon/log.h"
 #include "net/net.h"
 
@@ -57,6 +58,7 @@ static void begin_drain(hd_worker_t *w) {
 
   w->stopping = true;
   uv_close((uv_handle_t *)&w->listener, NULL);
+  hd_runtime_stop_worker(w);
   for (c = w->conns; c; c = next) {
     next = c->next;
     if (c->state == HD_CONN_WS) hd_conn_ws_close(c, HD_WS_CLOSE_GOING_AWAY, "server shutting down");
@@ -77,6 +79,7 @@ static void on_sweep(uv_timer_t *t) {
     next = c->next;
     hd_conn_sweep(c);
   }
+  hd_runtime_sweep(w);
   /* Age limit of the history: one worker sweeps all users every few seconds. */
   if (w->id == 0 && w->now_s % 5 == 0) hd__manager_expire(w->srv->manager);
 }
@@ -92,7 +95,7 @@ static void abort_all(hd_worker_t *w) {
 static void on_wakeup(uv_async_t *a) {
   hd_worker_t *w = a->data;
 
-  hd_worker_drain_inbox(w);
+  hd_worker_drain_inbox(w, false);
   if (atomic_load(&w->srv->draining) && !w->stopping) {
     begin_drain(w);
     /* Wake often while draining so worker_main notices the last connection
@@ -240,7 +243,7 @@ int hd_server_run(hd_server_t *srv) {
 void hd_server_dispose(hd_server_t *srv) {
   for (int i = 0; srv->workers && i < srv->nworkers; i++) {
     hd_worker_t *w = &srv->workers[i];
-    hd_worker_drain_inbox(w); /* drops what arrived after the last connection closed */
+    hd_worker_drain_inbox(w, false); /* drops what arrived after the last connection closed */
     free(w->inbox);
     free(w->spare);
     uv_mutex_destroy(&w->inbox_lock);

@@ -242,6 +242,36 @@ def test_exp_within_leeway_accepted(herald):
         assert r.status == 101, r
 
 
+def test_exp_within_leeway_not_closed_at_once(herald):
+    """A token accepted within the leeway is not then closed 4002 by the once-a-second
+    expiry check: the connection's expiry is exp + leeway, like the handshake's."""
+    async def go():
+        ws = await ws_connect(herald, mint("lw-open", exp=_now() - 10))
+        await recv_welcome(ws, "lw-open")
+        try:
+            await no_message(ws, 2.5)
+        except Exception as e:  # ConnectionClosed
+            raise AssertionError(f"accepted token (exp 10 s ago, leeway 30 s) closed: "
+                                 f"{ws.close_code} {ws.close_reason!r}") from e
+        await ws.close()
+    run(go())
+
+
+def test_expiry_check_uses_leeway():
+    """--jwt-leeway 2, exp = now+1: still open at now+2, closed 4002 by about now+4."""
+    with start_heraldd("--jwt-leeway", "2") as h:
+        async def go():
+            t0 = time.time()
+            ws = await ws_connect(h, mint("lw2", exp=int(t0) + 1))
+            await recv_welcome(ws, "lw2")
+            code, _ = await expect_close(ws, 10)
+            return code, time.time() - int(t0)
+        code, when = run(go(), 20)
+        assert code == 4002, code
+        assert when >= 2.5, f"closed at exp+{when - 1:.1f}s, within the 2 s leeway"
+        assert when <= 6.0, when
+
+
 def test_nbf_past_accepted(herald):
     r = raw_handshake(herald, headers={"Authorization": f"Bearer {mint('nbf', nbf=_now() - 5)}"})
     assert r.status == 101, r
@@ -333,7 +363,7 @@ def test_token_expires_while_connected_4002(herald_short):
         return code, time.monotonic() - t0
     code, elapsed = run(go(), 20)
     assert code == 4002, code
-    assert elapsed <= 6.0, elapsed
+    assert 1.5 <= elapsed <= 6.0, f"closed {elapsed:.1f}s after connecting (exp = now+3)"
 
 
 def test_first_message_auth_expires_while_connected_4002(herald_short):

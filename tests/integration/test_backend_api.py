@@ -130,27 +130,36 @@ def test_every_event_type(herald, api, etype, data):
     run(go())
 
 
-def test_run_rules_violation_is_400(herald, api):
-    """agent_completed for a run never started, or a second agent_started for a run
-    in flight, is the backend's error: 400 with an error body, never a 5xx."""
-    user = new_user("runrules")
-    r = api.publish(user, "agent_completed", {"status": "succeeded", "text": ""},
-                    run_id="never-started")
-    assert_error_body(r, 400)
+def test_backend_runs_are_the_backends_business(herald, api):
+    """A run the backend drives itself (any run_id not starting with "hr-") is
+    not policed: Herald relays what the backend publishes."""
+    user = new_user("ownruns")
+    assert api.publish_ok(user, "agent_completed", {"status": "succeeded", "text": ""},
+                          run_id="never-started")["seq"] == 1
     assert api.publish_ok(user, "agent_started", {"agent": "a", "input": "i"},
-                          run_id="rr")["seq"] == 1
-    r = api.publish(user, "agent_started", {"agent": "a", "input": "i"}, run_id="rr")
-    assert_error_body(r, 400)
-    assert api.publish_ok(user, "agent_completed", {"status": "succeeded", "text": "ok"},
                           run_id="rr")["seq"] == 2
+
+
+def test_herald_run_rules_are_409(herald, api):
+    """Runs Herald started itself ("hr-" ids) get exactly one agent_started (its
+    own) and nothing after agent_completed: a backend breaking that gets 409 with
+    an error body, never a 5xx."""
+    user = new_user("runrules")
+    r = api.publish(user, "agent_started", {"agent": "a", "input": "i"}, run_id="hr-0-abc")
+    assert_error_body(r, 409, "run_already_started")
+    r = api.publish(user, "agent_completed", {"status": "succeeded", "text": ""},
+                    run_id="hr-0-abc")
+    assert_error_body(r, 409, "run_not_in_flight")
+    r = api.publish(user, "agent_message", {"delta": "x"}, run_id="hr-0-abc")
+    assert_error_body(r, 409, "run_not_in_flight")
 
 
 def test_run_rules_violation_in_batch_publishes_nothing(herald, api):
     user = new_user("runbatch")
     evs = [event(user, i, type="agent_thinking", text=str(i)) for i in range(4)]
-    evs.append({"user_id": user, "run_id": "ghost", "type": "agent_completed",
+    evs.append({"user_id": user, "run_id": "hr-1-ghost", "type": "agent_completed",
                 "data": {"status": "failed", "text": "", "error": "x"}})
-    err = assert_error_body(api.publish_batch(evs), 400)
+    err = assert_error_body(api.publish_batch(evs), 409)
     assert "events[4]" in err["message"], err
     assert api.publish_ok(user)["seq"] == 1, "part of a refused batch was published"
 

@@ -45,7 +45,7 @@ static atomic_ulong fake_closes_total;
 
 #define FAKE_CONN_OF(s) ((fake_conn_t *)((char *)(s) - offsetof(fake_conn_t, sub)))
 
-static void fake_deliver(void *ud, hd_sub_t *sub, hd_frame_t *f) {
+static inline void fake_deliver(void *ud, hd_sub_t *sub, hd_frame_t *f) {
   fake_conn_t *c = atomic_load(&fake_misroute);
   (void)ud;
   if (c == NULL) c = FAKE_CONN_OF(sub);
@@ -62,7 +62,7 @@ static void fake_deliver(void *ud, hd_sub_t *sub, hd_frame_t *f) {
   atomic_fetch_add(&fake_delivered_total, 1);
 }
 
-static void fake_close(void *ud, hd_sub_t *sub, uint16_t code) {
+static inline void fake_close(void *ud, hd_sub_t *sub, uint16_t code) {
   fake_conn_t *c = FAKE_CONN_OF(sub);
   (void)ud;
   pthread_mutex_lock(&c->lock);
@@ -73,21 +73,21 @@ static void fake_close(void *ud, hd_sub_t *sub, uint16_t code) {
 }
 
 /* Installs the fake transport on the process's manager; idempotent. */
-static hd_manager_t *fake_install(void) {
+static inline hd_manager_t *fake_install(void) {
   static const hd_transport_t t = {fake_deliver, fake_close, NULL};
   hd_manager_t *m = hd_manager_get();
   hd__manager_set_transport(m, &t);
   return m;
 }
 
-static void fake_init(fake_conn_t *c) {
+static inline void fake_init(fake_conn_t *c) {
   memset(c, 0, sizeof(*c));
   pthread_mutex_init(&c->lock, NULL);
 }
 
 /* Registers c as user; head/epoch (HD_EPOCH_LEN + 1 bytes) may be NULL.
  * Returns hd__manager_attach's result. */
-static int fake_attach(fake_conn_t *c, const char *user, uint64_t *head, char *epoch) {
+static inline int fake_attach(fake_conn_t *c, const char *user, uint64_t *head, char *epoch) {
   hd_attach_t a;
   int rc;
 
@@ -103,13 +103,13 @@ static int fake_attach(fake_conn_t *c, const char *user, uint64_t *head, char *e
   return rc;
 }
 
-static void fake_detach(fake_conn_t *c) {
+static inline void fake_detach(fake_conn_t *c) {
   if (c->attached) hd__manager_detach(hd_manager_get(), &c->sub);
   c->attached = false;
 }
 
 /* Drops the recorded frames and close requests. */
-static void fake_clear(fake_conn_t *c) {
+static inline void fake_clear(fake_conn_t *c) {
   pthread_mutex_lock(&c->lock);
   for (size_t i = 0; i < c->nframes; i++) hd_frame_unref(c->frames[i]);
   c->nframes = 0;
@@ -118,7 +118,7 @@ static void fake_clear(fake_conn_t *c) {
   pthread_mutex_unlock(&c->lock);
 }
 
-static void fake_dispose(fake_conn_t *c) {
+static inline void fake_dispose(fake_conn_t *c) {
   fake_detach(c);
   fake_clear(c);
   free(c->frames);
@@ -130,7 +130,7 @@ static void fake_dispose(fake_conn_t *c) {
 /* The payload of a server frame, decoded from its RFC 6455 header here (not
  * with the library's helper): FIN + opcode byte, then an unmasked length of
  * 7, 7+16 or 7+64 bits (RFC 6455 5.2). NULL if the header is not that. */
-static const uint8_t *fake_payload(const hd_frame_t *f, size_t *len) {
+static inline const uint8_t *fake_payload(const hd_frame_t *f, size_t *len) {
   size_t h, n;
   uint8_t b1;
 
@@ -153,7 +153,7 @@ static const uint8_t *fake_payload(const hd_frame_t *f, size_t *len) {
 }
 
 /* The frame's JSON (caller json_decref()s), or NULL if it is not JSON. */
-static json_t *fake_json(const hd_frame_t *f) {
+static inline json_t *fake_json(const hd_frame_t *f) {
   size_t n;
   const uint8_t *p = fake_payload(f, &n);
   json_error_t err;

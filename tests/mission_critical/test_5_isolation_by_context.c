@@ -29,7 +29,7 @@
 #include "mission_critical/fake_transport.h"
 #include "support/unit.h"
 
-enum { EMITS = 2500, USERS = 2, CONNS = 2, PER_USER_THREADS = 2 };
+enum { EMITS = 5000, USERS = 2, CONNS = 2, PER_USER_THREADS = 2 };
 
 static hd_manager_t *M;
 static pthread_barrier_t barrier;
