@@ -614,7 +614,10 @@ function ensureThread(id) {
   if (!t) {
     t = { id, title: 'New thread', createdAt: Date.now(), updatedAt: Date.now() };
     store.threads.push(t);
-    if (!store.current) store.current = id;
+    if (!store.current) {
+      store.current = id;
+      renderTimeline();
+    }
     renderThreads();
   }
   return t;
@@ -630,6 +633,8 @@ function newThread() {
   const cur = threadById(store.current);
   if (cur && threadIsEmpty(cur.id)) { $('#composer-input').focus(); return; }
   const t = { id: randomId('t_'), title: 'New thread', createdAt: Date.now(), updatedAt: Date.now() };
+  // Only one empty thread at a time.
+  store.threads = store.threads.filter((x) => x.id === store.current ? !threadIsEmpty(x.id) : true);
   store.threads.push(t);
   selectThread(t.id);
   saveSoon();
@@ -957,11 +962,9 @@ function toast(text, code) {
 function startChat(s) {
   session = s;
   store = loadStore(s.user_id);
-  if (!store.threads.length) {
-    const t = { id: randomId('t_'), title: 'New thread', createdAt: Date.now(), updatedAt: Date.now() };
-    store.threads.push(t);
-  }
-  if (!threadById(store.current)) store.current = store.threads[store.threads.length - 1].id;
+  // No thread yet: the first message creates one (or the first thread the
+  // server's history brings in is opened).
+  if (!threadById(store.current)) store.current = store.threads.length ? store.threads[store.threads.length - 1].id : null;
   $('#login-view').hidden = true;
   $('#chat-view').hidden = false;
   $('#current-user').textContent = s.user_id;

@@ -68,6 +68,16 @@ typedef struct {
 
 hd_agent_t *hd_agent_demo_new(const hd_demo_config_t *cfg);
 
+typedef struct {
+  const char *url;      /* POST target (copied) */
+  const char *secret;   /* HMAC-SHA256 key for X-Herald-Signature (copied) */
+  unsigned timeout_ms;  /* per request; a timeout fails the run */
+  int nworkers;         /* requests are driven by each run's worker loop */
+} hd_webhook_config_t;
+
+/* The webhook agent (src/agent/webhook.c, docs/agents.md). NULL on failure. */
+hd_agent_t *hd_agent_webhook_new(const hd_webhook_config_t *cfg);
+
 /* The demo agent's calculator: evaluates + - * / (also x, ×, ÷), parentheses,
  * decimals and unary minus with the usual precedence. Returns 0 and *out, or
  * HD_EINVAL (syntax) / HD_EPROTO (division by zero, overflow). Exposed for

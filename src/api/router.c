@@ -5,7 +5,9 @@
  *   GET  /metrics           Prometheus text
  *   GET  /ws                the client WebSocket (src/api/client.c)
  *   *    /api/v1/...        the backend API (src/api/backend.c)
+ *   POST /auth/login        the embedded identity provider (src/api/login.c)
  *   GET  <echo-path>        the RFC 6455 echo endpoint, when configured
+ *   GET  /, /app.js, ...    the chat page (src/api/static.c)
  *   anything else           404 with a JSON error body
  */
 #include <stdio.h>
@@ -50,9 +52,11 @@ void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req) {
   } else if (req->path_len > sizeof(api) - 1 &&
              memcmp(req->path, api, sizeof(api) - 1) == 0) {
     hd_api_backend(c, req, req->path + sizeof(api) - 2, req->path_len - (sizeof(api) - 2));
+  } else if (path_is(req, "/auth/login")) {
+    hd_api_login(c, req);
   } else if (cfg->echo_path && path_is(req, cfg->echo_path)) {
     hd_conn_upgrade(c, req, HD_EP_ECHO);
-  } else {
+  } else if (!hd_api_static(c, req)) {
     hd_conn_respond_error(c, 404, "not_found", "no such path", req->keep_alive);
   }
 }

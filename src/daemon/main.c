@@ -8,6 +8,7 @@
 
 #include "agent/runtime.h"
 #include "auth/jwt.h"
+#include "auth/users.h"
 #include "core/config.h"
 #include "daemon/log.h"
 #include "net/net.h"
@@ -62,7 +63,7 @@ static int make_verifier(const hd_config_t *cfg, hd_jwt_verifier_t **out) {
   return rc;
 }
 
-static int make_agent(const hd_config_t *cfg, hd_agent_t **out) {
+static int make_agent(const hd_config_t *cfg, int nworkers, hd_agent_t **out) {
   const char *kind = cfg->agent ? cfg->agent : "demo";
 
   *out = NULL;
@@ -70,6 +71,16 @@ static int make_agent(const hd_config_t *cfg, hd_agent_t **out) {
   if (strcmp(kind, "demo") == 0) {
     hd_demo_config_t dc = {cfg->demo_pace_min_ms, cfg->demo_pace_max_ms};
     *out = hd_agent_demo_new(&dc);
+  } else if (strcmp(kind, "webhook") == 0) {
+    const char *secret = getenv("HERALD_WEBHOOK_SECRET");
+    hd_webhook_config_t wc = {cfg->agent_url, secret && *secret ? secret : cfg->api_key,
+                              10000, nworkers};
+    if (cfg->agent_url == NULL || wc.secret == NULL) {
+      hd_log(HD_LOG_ERROR, "--agent webhook needs --agent-url and HERALD_WEBHOOK_SECRET "
+                           "(or HERALD_API_KEY) to sign requests");
+      return -1;
+    }
+    *out = hd_agent_webhook_new(&wc);
   } else {
     hd_log(HD_LOG_ERROR, "--agent %s is not available in this build", kind);
     return -1;
@@ -86,6 +97,7 @@ int main(int argc, char **argv) {
   hd_config_t cfg;
   hd_server_t srv;
   hd_agent_t *agent = NULL;
+  hd_users_t *users = NULL;
   char err[256] = "";
   int rc;
 
@@ -102,7 +114,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (make_verifier(&cfg, &srv.jwt) != 0) return 1;
-  if (make_agent(&cfg, &agent) != 0) return 1;
+  if (make_agent(&cfg, srv.nworkers, &agent) != 0) return 1;
+  if (cfg.users_file) {
+    if ((users = hd_users_open(cfg.users_file)) == NULL) {
+      hd_log(HD_LOG_ERROR, "cannot open the users file %s", cfg.users_file);
+      return 1;
+    }
+    hd_api_login_init(users);
+    hd_log(HD_LOG_INFO, "login enabled with users from %s", cfg.users_file);
+  }
   hd_runtime_init(agent, srv.manager, cfg.run_timeout_s, cfg.max_runs);
   if (cfg.api_key == NULL)
     hd_log(HD_LOG_WARN, "HERALD_API_KEY is not set: the backend API answers 401");
@@ -111,6 +131,7 @@ int main(int argc, char **argv) {
   hd_server_dispose(&srv);
   hd_jwt_verifier_free(srv.jwt);
   if (agent) agent->ops->free(agent);
+  hd_users_free(users);
   uv_loop_close(uv_default_loop());
   hd_config_dispose(&cfg);
   return rc == 0 ? 0 : 1;

@@ -62,6 +62,8 @@ static void on_closed(uv_handle_t *h) {
     c->qlen--;
   }
   free(c->q);
+  free(c->stash);
+  c->stash = NULL;
   hd_ws_reader_dispose(&c->ws);
   hd_http_parser_free(c->http);
   c->http = NULL;
@@ -565,9 +567,81 @@ static void http_feed(hd_conn_t *c, uint8_t *p, size_t n) {
       if (n) ws_feed(c, p, n);
       return;
     }
+    if (c->state != HD_CONN_HTTP) return;
     hd_http_parser_next(c->http);
     c->deadline_s = c->w->now_s + srv_of(c)->cfg->request_timeout_s;
+    if (c->deferred) {
+      /* Answers go out in order: keep what follows until the handler is done. */
+      if (n && (c->stash = malloc(n)) != NULL) {
+        memcpy(c->stash, p, n);
+        c->stash_len = n;
+      } else if (n) {
+        hd_conn_abort(c);
+      }
+      return;
+    }
   }
+}
+
+typedef struct {
+  uv_work_t req;
+  hd_conn_t *c;
+  void (*work)(void *arg);
+  void (*done)(hd_conn_t *c, void *arg);
+  void *arg;
+} defer_t;
+
+static void defer_work(uv_work_t *req) {
+  defer_t *d = req->data;
+  d->work(d->arg);
+}
+
+static void defer_done(uv_work_t *req, int status) {
+  defer_t *d = req->data;
+  hd_conn_t *c = d->c;
+
+  c->deferred = false;
+  d->done(c, d->arg);
+  free(d);
+  if (c->state == HD_CONN_HTTP) {
+    uint8_t *stash = c->stash;
+    size_t n = c->stash_len;
+    c->stash = NULL;
+    c->stash_len = 0;
+    if (n) http_feed(c, stash, n);
+    free(stash);
+    if (c->state == HD_CONN_HTTP && !c->deferred)
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  }
+  hd_conn_unref(c);
+}
+
+int hd_conn_defer(hd_conn_t *c, void (*work)(void *arg),
+                  void (*done)(hd_conn_t *c, void *arg), void *arg) {
+  defer_t *d = malloc(sizeof(*d));
+  int rc;
+
+  if (d == NULL) return UV_ENOMEM;
+  *d = (defer_t){.c = c, .work = work, .done = done, .arg = arg};
+  d->req.data = d;
+  if ((rc = uv_queue_work(&c->w->loop, &d->req, defer_work, defer_done)) != 0) {
+    free(d);
+    return rc;
+  }
+  atomic_fetch_add(&c->refs, 1);
+  c->deferred = true;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  return 0;
+}
+
+void hd_conn_peer(hd_conn_t *c, char *out, size_t cap) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+
+  out[0] = '\0';
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
+  if (ss.ss_family == AF_INET) uv_ip4_name((struct sockaddr_in *)&ss, out, cap);
+  else if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);
 }
 
 /* ---- WebSocket ------------------------------------------------------------ */

@@ -122,6 +122,9 @@ struct hd_conn_s {
   bool close_after_write; /* close TCP once the queue drains */
   bool shut;              /* uv_shutdown issued */
   bool authed;            /* CLIENT: the user is known and registered */
+  bool deferred;          /* HTTP: a handler is working off the loop */
+  uint8_t *stash;         /* HTTP: bytes read while deferred (pipelining) */
+  size_t stash_len;
   atomic_bool inbox_lost; /* an inbox push failed: close, there is a gap */
 };
 
@@ -167,6 +170,16 @@ void hd_conn_sweep(hd_conn_t *c); /* timeouts and heartbeat, once a second */
 void hd_worker_flush(hd_worker_t *w);
 void hd_conn_unref(hd_conn_t *c);
 
+/* Runs work(arg) on libuv's thread pool, then done(c, arg) on c's worker.
+ * Until done returns, the connection handles no further request (pipelined
+ * bytes wait). done runs even if the connection closed meanwhile: check
+ * c->state before answering. Returns 0 or a libuv error (nothing runs). */
+int hd_conn_defer(hd_conn_t *c, void (*work)(void *arg),
+                  void (*done)(hd_conn_t *c, void *arg), void *arg);
+
+/* The peer's address as text ("127.0.0.1"), for logs and rate limits. */
+void hd_conn_peer(hd_conn_t *c, char *out, size_t cap);
+
 /* Registers an upgraded CLIENT connection as user_id and sends the welcome. */
 int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
                          hd_attach_t *resume);
@@ -185,6 +198,13 @@ void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req);
 
 /* The backend API under /api/v1 (src/api/backend.c); path is after the prefix. */
 void hd_api_backend(hd_conn_t *c, const hd_http_req_t *req, const char *path, size_t n);
+
+/* POST /auth/login (src/api/login.c) and the embedded page (src/api/static.c,
+ * false when no file matches). */
+void hd_api_login(hd_conn_t *c, const hd_http_req_t *req);
+bool hd_api_static(hd_conn_t *c, const hd_http_req_t *req);
+struct hd_users_s;
+void hd_api_login_init(struct hd_users_s *users);
 
 /* GET /metrics and /ws-health (src/api/metrics.c). */
 void hd_api_metrics(hd_conn_t *c, const hd_http_req_t *req);

@@ -366,6 +366,27 @@ async function main() {
     'and sends nothing');
   await box.fill('');
 
+  // 8. A new thread, and a run cancelled from its Cancel button.
+  await ap.getByRole('button', { name: 'New thread' }).click();
+  check((await ap.textContent('[data-testid="thread-title"]')).trim() === 'New thread' &&
+    await ap.locator('[data-testid="run"]').count() === 0, 'New thread opens an empty thread');
+  const cancelled = ap.evaluate(() => new Promise((resolve) => {
+    const obs = new MutationObserver(() => {
+      const btn = document.querySelector('[data-testid="run"] [data-testid="cancel"]:not([hidden])');
+      if (btn) { obs.disconnect(); btn.click(); resolve(true); }
+    });
+    obs.observe(document.getElementById('timeline'), { subtree: true, childList: true, attributes: true });
+  }));
+  await ask(ap, 'what is (17 + 4) / 3?');
+  await cancelled;
+  const run3 = lastRun(ap);
+  await run3.locator('[data-testid="run-status"][data-status="cancelled"]').waitFor();
+  check((await run3.locator('[data-testid="run-status"]').textContent()).trim() === 'Cancelled', 'the cancelled run says so');
+  check(await run3.locator('[data-testid="cancel"]').isHidden(), 'and has no cancel button left');
+  check(await ap.locator('[data-testid="thread-item"]').count() === 2, 'two threads listed');
+  await ap.locator(`[data-testid="thread-item"][data-thread-id="${threadId}"]`).click();
+  check(await ap.locator('[data-testid="run"]').count() === 2, 'the first thread still holds its two runs');
+
   check(pageErrors.length === 0, `no uncaught page errors${pageErrors.length ? ': ' + pageErrors.join('; ') : ''}`);
 
   if (process.env.HERALD_UPDATE_SCREENSHOT === '1') {
