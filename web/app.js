@@ -194,7 +194,7 @@ const conn = {
   resuming: false,     // between welcome and resumed
   resumeComplete: true,
   historyWanted: false,
-  authTimer: null,
+  resumeTimer: null,
 
   start() {
     this.stopped = false;
@@ -351,12 +351,17 @@ function onWelcome(msg) {
   store.epoch = msg.epoch;
   conn.resuming = true;
   conn.live = true;
+  // since_seq is always sent, so `resumed` follows the replay; should it not
+  // come, do not hold the outbox forever.
+  clearTimeout(conn.resumeTimer);
+  conn.resumeTimer = setTimeout(() => { if (conn.resuming && conn.live) onResumed({ complete: true }); }, 10000);
   conn.attempt = 0;
   setConnStatus('live', 'Live');
   saveSoon();
 }
 
 function onResumed(msg) {
+  clearTimeout(conn.resumeTimer);
   conn.resuming = false;
   conn.resumeComplete = msg.complete !== false;
   if (!conn.resumeComplete || conn.historyWanted) {
@@ -665,7 +670,8 @@ function renderThreads() {
       'aria-current': t.id === store.current ? 'true' : null,
     }, el('span', { class: 'thread-name', text: t.title || 'New thread' }));
     if (running.has(t.id)) {
-      btn.append(el('span', { class: 'thread-live', 'aria-label': 'running', title: 'A run is in progress' }));
+      btn.append(el('span', { class: 'thread-live', title: 'A run is in progress' },
+        el('span', { class: 'sr-only', text: '(running)' })));
     }
     btn.addEventListener('click', () => selectThread(t.id));
     return el('li', {}, btn);

@@ -121,8 +121,9 @@ static bool query_resume(const hd_http_req_t *req, hd_attach_t *a, char *epoch, 
   a->since_seq = strtoull(num, &end, 10);
   if (*end) return false;
   a->resume = true;
-  if (hd_http_query_get(req->query, req->query_len, "epoch", epoch, cap) > 0)
-    a->client_epoch = epoch;
+  n = hd_http_query_get(req->query, req->query_len, "epoch", epoch, cap);
+  if (n == HD_ELIMIT || n == HD_EPROTO) epoch[0] = '\0'; /* no epoch of ours: mismatch */
+  if (n != HD_ENOENT) a->client_epoch = epoch;
   return true;
 }
 
@@ -171,8 +172,14 @@ void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req) {
   }
   hd_conn_upgrade(c, req, HD_EP_CLIENT);
   if (c->state != HD_CONN_WS) return;
-  if (tok) authenticate(c, &claims, &resume);
-  else if (resume.resume) c->pending_since = resume.since_seq + 1; /* for the auth message */
+  if (tok) {
+    authenticate(c, &claims, &resume);
+  } else if (resume.resume && (c->pending = malloc(sizeof(*c->pending))) != NULL) {
+    /* Kept for the auth message, which may override it. */
+    c->pending->since_seq = resume.since_seq;
+    c->pending->has_epoch = resume.client_epoch != NULL;
+    snprintf(c->pending->epoch, sizeof(c->pending->epoch), "%s", epoch);
+  }
 }
 
 /* since_seq as a JSON integer >= 0; false if present and anything else. */
@@ -209,9 +216,10 @@ static void on_auth_message(hd_conn_t *c, json_t *msg) {
   if (since) {
     resume.resume = true;
     resume.client_epoch = epoch;
-  } else if (c->pending_since) { /* given in the handshake's query string */
+  } else if (c->pending) { /* given in the handshake's query string */
     resume.resume = true;
-    resume.since_seq = c->pending_since - 1;
+    resume.since_seq = c->pending->since_seq;
+    resume.client_epoch = c->pending->has_epoch ? c->pending->epoch : NULL;
   }
   authenticate(c, &claims, &resume);
 }

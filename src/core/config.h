@@ -21,6 +21,7 @@ typedef struct hd_config_s {
   unsigned auth_timeout_s;    /* 10: the first-message auth must arrive */
   unsigned drain_timeout_s;   /* 10: SIGTERM drain */
   int backlog;                /* 1024 */
+  int sndbuf;                 /* 0: the kernel's default SO_SNDBUF per socket */
   size_t max_batch;           /* 1000 events per publish request */
   size_t history_events;      /* 1000 retained events per user */
   size_t history_bytes;       /* 1 MiB retained per user */

@@ -222,6 +222,11 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       cfg->token_ttl_s = (unsigned)n;
     return rc;
   }
+  if (is(name, "socket-sndbuf")) {
+    if ((rc = parse_size("--socket-sndbuf", v, 0, 64 << 20, &n, err, errlen)) == 0)
+      cfg->sndbuf = (int)n;
+    return rc;
+  }
   if (is(name, "max-batch"))
     return parse_size("--max-batch", v, 1, 100000, &cfg->max_batch, err, errlen);
   if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
@@ -283,6 +288,7 @@ static const char usage[] =
     "  --jwt-leeway S          clock skew allowed for exp/nbf, <= 60 (default 30)\n"
     "  --allowed-origins LIST  comma-separated origins (default: the request's host)\n"
     "  --max-batch N           events per publish request (default 1000)\n"
+    "  --socket-sndbuf BYTES   kernel send buffer per connection (default: the kernel's)\n"
     "  --agent demo|webhook|none  who answers user messages (default demo)\n"
     "  --agent-url URL         webhook agent: where user messages are POSTed\n"
     "  --run-timeout S         fail a run whose agent is silent this long (default 120)\n"

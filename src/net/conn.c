@@ -37,6 +37,7 @@
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void flush(hd_conn_t *c);
+static void mark_dirty(hd_conn_t *c);
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   free(req);
@@ -63,6 +64,7 @@ static void on_closed(uv_handle_t *h) {
   }
   free(c->q);
   free(c->stash);
+  if (c->endpoint == HD_EP_CLIENT && !c->authed) free(c->pending);
   c->stash = NULL;
   hd_ws_reader_dispose(&c->ws);
   hd_http_parser_free(c->http);
@@ -115,6 +117,10 @@ void hd_conn_accept(hd_worker_t *w) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (srv_of(c)->cfg->sndbuf > 0) {
+    int size = srv_of(c)->cfg->sndbuf;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
+  }
   c->deadline_s = w->now_s + srv_of(c)->cfg->request_timeout_s;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
@@ -302,7 +308,15 @@ void hd_conn_send(hd_conn_t *c, hd_frame_t *f) {
     hd_conn_abort(c);
     return;
   }
-  if (c->state == HD_CONN_WS && over_limit(c) && (coalesce(c), over_limit(c))) {
+  if (c->state == HD_CONN_WS && over_limit(c)) {
+    /* A burst (a whole inbox batch) may pass the limit before this pass's
+     * flush: write what the socket takes now, then merge, and only then
+     * decide the client cannot keep up. */
+    flush(c);
+    if (c->state != HD_CONN_WS) return;
+    if (over_limit(c)) coalesce(c);
+  }
+  if (c->state == HD_CONN_WS && over_limit(c)) {
     atomic_fetch_add(&c->w->stats.slow_consumers, 1);
     hd_log(HD_LOG_WARN, "conn %llu: send queue over %zu bytes, closing 4008",
            (unsigned long long)c->id, cfg->max_queue);
@@ -720,6 +734,8 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
 
   assert(c->endpoint == HD_EP_CLIENT && !c->authed);
   if ((rc = hd__manager_attach(srv->manager, &c->sub, user_id, a)) < 0) return rc;
+  free(c->pending); /* the union's other member: token_exp from now on */
+  c->pending = NULL;
   c->authed = true;
   c->token_exp = token_exp;
   /* Everything below is queued before any live event can be: inbox items are

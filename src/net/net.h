@@ -99,7 +99,8 @@ struct hd_conn_s {
   atomic_uint refs;       /* 1 for the open handle + 1 per inbox item */
   union {
     int64_t token_exp;     /* CLIENT, authed: the token's exp; 4002 when passed */
-    uint64_t pending_since; /* CLIENT, awaiting auth: since_seq + 1 from the query */
+    struct hd_pending_resume_s *pending; /* CLIENT, awaiting auth: the query's
+                                            since_seq/epoch (heap, or NULL) */
   };
   hd_conn_t *prev, *next; /* worker's list */
   hd_conn_t *dirty_next;
@@ -127,6 +128,13 @@ struct hd_conn_s {
   size_t stash_len;
   atomic_bool inbox_lost; /* an inbox push failed: close, there is a gap */
 };
+
+/* Resume parameters from the handshake, kept until the auth message. */
+typedef struct hd_pending_resume_s {
+  uint64_t since_seq;
+  bool has_epoch;
+  char epoch[HD_EPOCH_LEN + 1];
+} hd_pending_resume_t;
 
 /* Work handed to a worker by another thread: a frame or a close for one of its
  * connections, or a task to run on its loop. */

@@ -115,7 +115,9 @@ async function newUserPage(name) {
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/favicon/.test(m.location()?.url || '')) log(`${name} console error:`, m.text());
+    // Expected noise: the refused logins (401/429) and a dropped socket's reconnects.
+    if (m.type() === 'error' && !/favicon/.test(m.location()?.url || '') &&
+      !/status of (401|429)/.test(m.text())) log(`${name} console error:`, m.text());
   });
   return { context, page, name };
 }
@@ -387,9 +389,29 @@ async function main() {
   await ap.locator(`[data-testid="thread-item"][data-thread-id="${threadId}"]`).click();
   check(await ap.locator('[data-testid="run"]').count() === 2, 'the first thread still holds its two runs');
 
+  // 9. Sign-out, and the login rate limit (429 + Retry-After) as the page shows it.
+  await bp.getByRole('button', { name: 'Sign out' }).click();
+  await bp.waitForSelector('[data-testid="login-form"]');
+  check(await bp.locator('[data-testid="chat-view"]').isHidden(), 'bob signed out: the sign-in form is back');
+  await bp.getByLabel('Username').fill('mallory');
+  let limited = false;
+  for (let i = 0; i < 8 && !limited; i++) {
+    await bp.getByLabel('Password').fill(`guess-${i}`);
+    await bp.getByRole('button', { name: 'Sign in' }).click();
+    await bp.waitForFunction(() => {
+      const b = document.querySelector('[data-testid="login-submit"]');
+      return !b.disabled || /Try again/.test(b.textContent);
+    });
+    limited = /too many/i.test(await bp.textContent('[data-testid="login-error"]'));
+  }
+  check(limited, `repeated failures: "${(await bp.textContent('[data-testid="login-error"]')).trim()}"`);
+  check(await bp.locator('[data-testid="login-submit"]').isDisabled(), 'the sign-in button waits out Retry-After');
+  await shot(bp, 'rate-limited');
+
   check(pageErrors.length === 0, `no uncaught page errors${pageErrors.length ? ': ' + pageErrors.join('; ') : ''}`);
 
   if (process.env.HERALD_UPDATE_SCREENSHOT === '1') {
+    fs.mkdirSync(path.join(REPO, 'docs'), { recursive: true });
     fs.copyFileSync(mid, path.join(REPO, 'docs', 'screenshot.png'));
     log('copied', mid, 'to docs/screenshot.png');
   }

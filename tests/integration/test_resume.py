@@ -458,7 +458,7 @@ def test_wrong_epoch_in_query_with_auth_message(small_history):
     path = "/ws?" + urllib.parse.urlencode({"since_seq": "55", "epoch": "f" * 32})
     ws = RawWS(small_history.host, small_history.port, path)
     ws.send_json({"type": "auth", "token": token_for(user)})
-    w = read_welcome(ws, user)
+    read_welcome(ws, user)
     events = []
     while True:
         m = ws.recv(5)

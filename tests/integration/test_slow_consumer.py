@@ -4,7 +4,8 @@
   read while thousands of agent_message deltas of one run are published (plus
   a tool_executing and another run's message in between); then it reads
   everything (the answer text fits --max-queue, its unmerged frames do not).
-  The deltas joined in seq order are the published text byte for byte, seq/seq_from ranges tile the stream with no gap or overlap, only
+  The deltas joined in seq order are the published text byte for byte,
+  seq/seq_from ranges tile the stream with no gap or overlap, only
   agent_message events of one run were merged, everything else arrives as it
   was published, in order.
 * test_non_reader_closed_4008: a client that does not read while large,
@@ -51,7 +52,9 @@ def open_ws(h, user, rcvbuf=None):
 
 def test_coalescing_keeps_text():
     max_queue = 49152
-    with start_heraldd("--max-queue", str(max_queue), workers=2) as h:
+    # A small kernel send buffer, so the server's own queue fills and merges.
+    with start_heraldd("--max-queue", str(max_queue), "--socket-sndbuf", "4096",
+                       workers=2) as h:
         user = "slow-coalesce"
         api = Api(h)
         rng = random.Random(11)
