@@ -465,8 +465,12 @@ function onAck(msg) {
 
 function onError(msg) {
   const text = msg.message || msg.code || 'Error';
-  if (msg.id) {
-    const p = store.pending.find((x) => x.id === msg.id);
+  // Replies come in order, so an error that refuses a run answers the oldest
+  // message still waiting for its ack (the error carries no id today).
+  const refusal = ['too_many_runs', 'no_agent', 'shutting_down'].includes(msg.code);
+  const waiting = store.pending.find((x) => x.state === 'sent');
+  if (msg.id || (refusal && waiting)) {
+    const p = msg.id ? store.pending.find((x) => x.id === msg.id) : waiting;
     if (p) {
       p.state = 'failed';
       p.error = text;

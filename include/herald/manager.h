@@ -88,7 +88,7 @@ typedef struct {
 typedef struct {
   uint64_t connections;          /* authenticated connections registered */
   uint64_t users;                /* users with at least one connection */
-  uint64_t known_users;          /* users with any state (connections or seq) */
+  uint64_t known_users;          /* user records held (connections, history or runs) */
   uint64_t instances;            /* managers created in this process: 1 */
   uint64_t events_published;
   uint64_t deliveries;           /* event frames queued to connections */
@@ -109,7 +109,7 @@ typedef struct {
  *   (asynchronously, on their workers); returns how many were asked to close.
  * hd_manager_head_seq: the newest seq of the user's stream (0 if none yet).
  * hd_manager_epoch: the epoch of the user's stream, NUL-terminated, copied
- *   into out (at least 33 bytes).
+ *   into out (at least 33 bytes); "" for a user with no state.
  * hd_manager_stats: counters, for /ws-health and /metrics.
  * All are thread-safe. */
 #define HD_MANAGER_OPS(XX)                                                            \

@@ -72,10 +72,23 @@ static double factor(calc_t *c, int depth) {
     return v;
   }
   if (isdigit((unsigned char)*c->p) || (*c->p == '.' && isdigit((unsigned char)c->p[1]))) {
-    char *end;
-    double v = strtod(c->p, &end);
-    c->p = end;
-    return v;
+    /* Plain decimals only: strtod alone would also read "0x5" as hex and
+     * "1e3" as an exponent, where people mean 0 × 5. */
+    char num[64];
+    size_t len = 0;
+    bool dot = false;
+    while (isdigit((unsigned char)c->p[len]) || (c->p[len] == '.' && !dot)) {
+      dot |= c->p[len] == '.';
+      if (len < sizeof(num) - 1) num[len] = c->p[len];
+      len++;
+    }
+    c->p += len;
+    if (len >= sizeof(num)) { /* beyond any precision a double has */
+      c->err = HD_EPROTO;
+      return 0;
+    }
+    num[len] = '\0';
+    return strtod(num, NULL);
   }
   c->err = HD_EINVAL;
   return 0;

@@ -89,15 +89,16 @@ char *hd_webhook_body(const hd_run_t *run, bool cancel) {
 
 /* ---- requests ------------------------------------------------------------------- */
 
-static int post_signed(webhook_t *wh, hd_worker_t *w, const char *body, hd_http_done_cb cb,
-                       void *arg, hd_http_post_t **out) {
+static int post_signed(webhook_t *wh, hd_worker_t *w, const char *body,
+                       hd_http_done_cb cb, void *arg, hd_http_post_t **out) {
   char sig[HD_WEBHOOK_SIG_LEN + 1];
   char sig_header[32 + HD_WEBHOOK_SIG_LEN];
   const char *headers[] = {"Content-Type: application/json", sig_header, NULL};
   size_t len = strlen(body);
   int rc;
 
-  if ((rc = hd_webhook_sign(wh->secret, wh->secret_len, (const uint8_t *)body, len, sig)) < 0)
+  if ((rc = hd_webhook_sign(wh->secret, wh->secret_len, (const uint8_t *)body, len,
+                            sig)) < 0)
     return rc;
   snprintf(sig_header, sizeof(sig_header), "X-Herald-Signature: %s", sig);
   return hd_http_post(w, wh->url, headers, body, len, wh->timeout_ms, cb, arg, out);
@@ -165,8 +166,8 @@ static void webhook_stop(hd_agent_t *a, hd_run_t *run, bool cancelled) {
   /* Fire and forget: the run is over for Herald whatever the backend says. */
   if ((body = hd_webhook_body(run, true)) == NULL ||
       (rc = post_signed(wh, run->worker, body, NULL, NULL, NULL)) < 0)
-    hd_log(HD_LOG_WARN, "run %s of %s: cancel not sent to the webhook: %s", run->ctx.run_id,
-           run->ctx.user_id, hd_strerror(rc));
+    hd_log(HD_LOG_WARN, "run %s of %s: cancel not sent to the webhook: %s",
+           run->ctx.run_id, run->ctx.user_id, hd_strerror(rc));
   free(body);
 }
 

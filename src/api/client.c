@@ -270,15 +270,23 @@ static void on_user_message(hd_conn_t *c, json_t *msg) {
   }
   rc = hd_runtime_user_message(c->w, c->sub.user_id, c->id, thread, text, id, run_id,
                                sizeof(run_id));
-  switch (rc) {
-  case 0:
+  if (rc == 0) {
     send_json(c, json_pack("{s:s, s:s?, s:s}", "type", "ack", "id", id, "run_id", run_id));
     return;
-  case HD_ENOENT: reply_error(c, "no_agent", "no agent is configured on this server"); return;
-  case HD_ELIMIT: reply_error(c, "too_many_runs", "too many runs in flight; wait or cancel one"); return;
-  case HD_EBUSY: reply_error(c, "shutting_down", "the server is draining"); return;
-  default: reply_error(c, "internal", "the run could not start"); return;
   }
+  /* Refusals carry the message's id too, so the client knows which one. */
+  atomic_fetch_add(&c->w->stats.client_errors, 1);
+  send_json(c, json_pack("{s:s, s:s, s:s, s:s?}", "type", "error", "code",
+                         rc == HD_ENOENT   ? "no_agent"
+                         : rc == HD_ELIMIT ? "too_many_runs"
+                         : rc == HD_EBUSY  ? "shutting_down"
+                                           : "internal",
+                         "message",
+                         rc == HD_ENOENT   ? "no agent is configured on this server"
+                         : rc == HD_ELIMIT ? "too many runs in flight; wait or cancel one"
+                         : rc == HD_EBUSY  ? "the server is draining"
+                                           : "the run could not start",
+                         "id", id));
 }
 
 static void on_cancel(hd_conn_t *c, json_t *msg) {

@@ -92,14 +92,13 @@ static void answer(hd_conn_t *c, void *arg) {
 
   sodium_memzero(a->password, a->plen);
   free(a->password);
-  pthread_mutex_lock(&login.lock);
-  if (a->ok) {
+  if (a->ok) { /* the attempt was counted as a failure up front: undo it */
+    pthread_mutex_lock(&login.lock);
     slot(key_of("u:", a->user), now)->failures = 0;
-  } else {
-    slot(key_of("u:", a->user), now)->failures++;
-    slot(key_of("a:", a->addr), now)->failures++;
+    slot_t *as = slot(key_of("a:", a->addr), now);
+    if (as->failures) as->failures--;
+    pthread_mutex_unlock(&login.lock);
   }
-  pthread_mutex_unlock(&login.lock);
   if (a->ok) token = hd_jwt_sign_hs256(srv->jwt, a->user, now, exp);
   hd_log(HD_LOG_INFO, "login %s for '%s' from %s", a->ok ? "ok" : "refused", a->user, a->addr);
   if (c->state == HD_CONN_HTTP) {
@@ -148,9 +147,15 @@ void hd_api_login(hd_conn_t *c, const hd_http_req_t *req) {
     goto done;
   }
   hd_conn_peer(c, addr, sizeof(addr));
+  /* Every attempt counts as a failure until it succeeds, so concurrent
+   * guesses cannot all slip under the limit before any of them is judged. */
   pthread_mutex_lock(&login.lock);
   wait = blocked(key_of("a:", addr), RL_PER_ADDR, now);
-  if (wait == 0 && hd_user_name_valid(user)) wait = blocked(key_of("u:", user), RL_PER_USER, now);
+  if (wait == 0) wait = blocked(key_of("u:", hd_user_name_valid(user) ? user : ""), RL_PER_USER, now);
+  if (wait == 0) {
+    slot(key_of("a:", addr), now)->failures++;
+    slot(key_of("u:", hd_user_name_valid(user) ? user : ""), now)->failures++;
+  }
   pthread_mutex_unlock(&login.lock);
   if (wait > 0) {
     char retry[64];

@@ -4,8 +4,10 @@
  * its own mutex, so publishes for different users rarely contend. A user record
  * holds the user's stream state (head seq) and the list of its registered
  * connections (hd_sub_t, embedded in the connection). Records are created on
- * first use and kept for the life of the process, so a user's seq never goes
- * back within an epoch.
+ * first use. A record with no connection, no retained event and no run in
+ * flight is dropped by the periodic sweep, so memory follows the active users,
+ * not every id ever seen; a later record for the same id gets a new epoch
+ * (process prefix + creation number), so seq never goes back within an epoch.
  *
  * Ordering. A publish takes the user's shard lock, assigns seq = head + 1,
  * encodes the frame and hands it to the transport for each connection before
@@ -70,13 +72,15 @@ typedef struct hd_user_s {
   uint64_t hash;
   uint64_t seq;       /* head of the stream: the newest event's seq */
   atomic_uint_fast64_t evicted_through; /* the newest seq no longer retained */
+  atomic_uint fifo_refs; /* entries in the global FIFO naming this record */
+  char epoch[HD_EPOCH_LEN + 1];
   hd_sub_t *subs;     /* registered connections */
   uint32_t nsubs;
   uint32_t uid;
   hist_t *hist;       /* ring */
   size_t hcap, hhead, hlen, hbytes;
-  run_t runs[MAX_RUNS]; /* in flight, oldest first */
-  uint32_t nruns;
+  run_t *runs;        /* in flight, oldest first; grown on demand */
+  uint32_t nruns, runs_cap;
   uint32_t next_run;
   size_t id_len;
   char id[];
@@ -105,7 +109,8 @@ struct hd_manager_s {
   atomic_size_t hist_events;
   atomic_uint_fast64_t evictions;
   uint64_t seed;
-  char epoch[HD_EPOCH_LEN + 1];
+  char epoch_prefix[HD_EPOCH_LEN / 2 + 1]; /* this process's half of every epoch */
+  atomic_uint_fast64_t created;            /* user records made: the other half */
   atomic_bool draining;
   atomic_uint_fast32_t next_uid;
   atomic_uint_fast64_t connections;
@@ -149,7 +154,7 @@ static void create(void) {
     uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)m;
     for (size_t i = 0; i < sizeof(rnd); i++) rnd[i] = (uint8_t)(t >> (8 * (i % 8))) ^ (uint8_t)i;
   }
-  for (int i = 0; i < HD_EPOCH_LEN / 2; i++) snprintf(m->epoch + 2 * i, 3, "%02x", rnd[i]);
+  for (int i = 0; i < HD_EPOCH_LEN / 4; i++) snprintf(m->epoch_prefix + 2 * i, 3, "%02x", rnd[i]);
   memcpy(&m->seed, rnd + HD_EPOCH_LEN / 2, 8);
   atomic_init(&m->next_uid, 1);
   atomic_fetch_add(&instances, 1);
@@ -224,6 +229,8 @@ static hd_user_t *intern(hd_manager_t *m, shard_t *s, uint64_t h, const char *id
   u->id_len = n;
   memcpy(u->id, id, n);
   u->uid = (uint32_t)atomic_fetch_add(&m->next_uid, 1);
+  snprintf(u->epoch, sizeof(u->epoch), "%s%016llx", m->epoch_prefix,
+           (unsigned long long)atomic_fetch_add(&m->created, 1));
   k = (h / HD_SHARDS) & (s->nbuckets - 1);
   u->hnext = s->buckets[k];
   s->buckets[k] = u;
@@ -312,6 +319,7 @@ static int fifo_push(hd_manager_t *m, hd_user_t *u, uint64_t seq) {
     for (size_t i = 0; i < m->flen; i++) {
       fifo_t e = m->fifo[(m->fhead + i) % m->fcap];
       if (e.seq > atomic_load(&e.u->evicted_through)) m->fifo[(m->fhead + k++) % m->fcap] = e;
+      else atomic_fetch_sub(&e.u->fifo_refs, 1);
     }
     m->flen = k;
   }
@@ -329,6 +337,7 @@ static int fifo_push(hd_manager_t *m, hd_user_t *u, uint64_t seq) {
     m->fhead = 0;
   }
   m->fifo[(m->fhead + m->flen++) % m->fcap] = (fifo_t){u, seq};
+  atomic_fetch_add(&u->fifo_refs, 1);
 out:
   pthread_mutex_unlock(&m->fifo_lock);
   return rc;
@@ -353,6 +362,9 @@ static void evict_global(hd_manager_t *m) {
     s = shard_of(m, e.u->hash);
     pthread_mutex_lock(&s->lock);
     while (e.u->hlen && hist_at(e.u, 0)->seq <= e.seq) pop_front(m, e.u);
+    /* Dropped only under the shard lock, so the sweep cannot free e.u while
+     * this entry still names it. */
+    atomic_fetch_sub(&e.u->fifo_refs, 1);
     pthread_mutex_unlock(&s->lock);
   }
 }
@@ -365,6 +377,13 @@ static int remember(hd_manager_t *m, hd_user_t *u, hd_frame_t *f, const hd_event
 
   if (ev->type == HD_EV_AGENT_STARTED && ev->run_id && r == NULL) {
     if (u->nruns == MAX_RUNS) drop_run(u, &u->runs[0]); /* forget the oldest */
+    if (u->nruns == u->runs_cap) {
+      uint32_t cap = u->runs_cap ? u->runs_cap * 2 : 2;
+      run_t *grown = realloc(u->runs, cap * sizeof(*grown));
+      if (grown == NULL) return HD_ENOMEM;
+      u->runs = grown;
+      u->runs_cap = cap;
+    }
     r = &u->runs[u->nruns];
     r->run_id = strdup(ev->run_id);
     r->thread_id = ev->thread_id ? strdup(ev->thread_id) : NULL;
@@ -442,10 +461,10 @@ int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_a
   u->subs = sub;
   if (u->nsubs++ == 0) atomic_fetch_add(&m->users, 1);
   a->head_seq = u->seq;
-  memcpy(a->epoch, m->epoch, HD_EPOCH_LEN + 1);
+  memcpy(a->epoch, u->epoch, HD_EPOCH_LEN + 1);
   if (a->resume) {
     /* Another epoch's seq numbers mean nothing here: replay all we have. */
-    epoch_ok = a->client_epoch == NULL || strcmp(a->client_epoch, m->epoch) == 0;
+    epoch_ok = a->client_epoch == NULL || strcmp(a->client_epoch, u->epoch) == 0;
     since = epoch_ok ? a->since_seq : 0;
     evict(m, u, now_ms());
     if (since > u->seq) {
@@ -478,7 +497,8 @@ void hd__manager_detach(hd_manager_t *m, hd_sub_t *sub) {
 }
 
 bool hd__manager_check_write(hd_manager_t *m, const hd_sub_t *sub, const hd_frame_t *f) {
-  if (f->user == 0 || f->user == sub->uid) return true;
+  /* Replies and control frames carry no tag; every event frame must. */
+  if (f->user == 0 ? f->event == 0 : f->user == sub->uid) return true;
   atomic_fetch_add(&m->violations, 1);
   return false;
 }
@@ -508,15 +528,14 @@ size_t hd__json_escape(char *out, const char *s, size_t n) {
   return (size_t)(o - out);
 }
 
-/* Everything of the envelope after the seq: built outside the lock. */
-static char *encode_suffix(hd_manager_t *m, const hd_event_t *ev, int64_t ts, size_t *len) {
+/* Everything of the envelope after the epoch: built outside the lock. */
+static char *encode_suffix(const hd_event_t *ev, int64_t ts, size_t *len) {
   size_t tl = ev->thread_id ? strlen(ev->thread_id) : 0;
   size_t rl = ev->run_id ? strlen(ev->run_id) : 0;
-  size_t cap = 128 + HD_EPOCH_LEN + 6 * (tl + rl) + ev->data_len;
+  size_t cap = 128 + 6 * (tl + rl) + ev->data_len;
   char *p = malloc(cap), *o = p;
 
   if (p == NULL) return NULL;
-  o += sprintf(o, ",\"epoch\":\"%s\"", m->epoch);
   if (ev->thread_id) {
     o += sprintf(o, ",\"thread_id\":\"");
     o += hd__json_escape(o, ev->thread_id, tl);
@@ -573,7 +592,7 @@ static int check_run(hd_user_t *u, const hd_event_t *ev, size_t max_runs) {
 
 static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
                    size_t max_runs, hd_publish_result_t *res) {
-  char prefix[64], digits[24];
+  char prefix[64], digits[32 + HD_EPOCH_LEN];
   size_t n, plen, dlen, slen;
   uint64_t h;
   shard_t *s;
@@ -588,7 +607,7 @@ static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
   if (atomic_load(&m->draining)) return HD_EBUSY;
   plen = (size_t)snprintf(prefix, sizeof(prefix), "{\"type\":\"%s\",\"seq\":",
                           type_names[ev->type]);
-  if ((suffix = encode_suffix(m, ev, ts, &slen)) == NULL) return HD_ENOMEM;
+  if ((suffix = encode_suffix(ev, ts, &slen)) == NULL) return HD_ENOMEM;
   h = hash_id(m, user_id, n);
   s = shard_of(m, h);
 
@@ -596,7 +615,9 @@ static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
   if ((u = intern(m, s, h, user_id, n)) == NULL) goto fail_locked;
   if ((rc = check_run(u, ev, max_runs)) < 0) goto fail_locked;
   rc = HD_ENOMEM;
-  dlen = (size_t)snprintf(digits, sizeof(digits), "%llu", (unsigned long long)(u->seq + 1));
+  /* Only the seq and the user's epoch need the lock; the rest is copied. */
+  dlen = (size_t)snprintf(digits, sizeof(digits), "%llu,\"epoch\":\"%s\"",
+                          (unsigned long long)(u->seq + 1), u->epoch);
   f = hd_frame_alloc(0x1 /* text */, plen + dlen + slen);
   if (f == NULL) goto fail_locked;
   {
@@ -730,8 +751,13 @@ HD_EXPORT uint64_t hd_manager_head_seq(hd_manager_t *m, const char *user_id) {
   return seq;
 }
 
+static void get_epoch(hd_manager_t *m, hd_user_t *u, void *arg) {
+  memcpy(arg, u->epoch, HD_EPOCH_LEN + 1);
+}
+
 HD_EXPORT void hd_manager_epoch(hd_manager_t *m, const char *user_id, char *out) {
-  memcpy(out, m->epoch, HD_EPOCH_LEN + 1);
+  out[0] = '\0';
+  with_user(m, user_id, get_epoch, out);
 }
 
 HD_EXPORT void hd_manager_stats(hd_manager_t *m, hd_manager_stats_t *out) {
@@ -835,15 +861,33 @@ char *hd__manager_history_json(hd_manager_t *m, const char *user_id, uint64_t si
   return out;
 }
 
+/* A record nobody needs: no connection, no retained event, no run in flight,
+ * and no FIFO entry naming it. Shard locked. */
+static bool idle(hd_user_t *u) {
+  return u->nsubs == 0 && u->hlen == 0 && u->nruns == 0 && atomic_load(&u->fifo_refs) == 0;
+}
+
 void hd__manager_expire(hd_manager_t *m) {
   int64_t now = now_ms();
 
   for (int i = 0; i < HD_SHARDS; i++) {
     shard_t *s = &m->shards[i];
     pthread_mutex_lock(&s->lock);
-    for (size_t b = 0; b < s->nbuckets; b++)
-      for (hd_user_t *u = s->buckets[b]; u; u = u->hnext)
+    for (size_t b = 0; b < s->nbuckets; b++) {
+      for (hd_user_t **link = &s->buckets[b], *u; (u = *link) != NULL;) {
         if (u->hlen) evict(m, u, now);
+        if (!idle(u)) {
+          link = &u->hnext;
+          continue;
+        }
+        *link = u->hnext;
+        s->nusers--;
+        atomic_fetch_sub(&m->known_users, 1);
+        free(u->hist);
+        free(u->runs);
+        free(u);
+      }
+    }
     pthread_mutex_unlock(&s->lock);
   }
 }

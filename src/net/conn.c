@@ -751,7 +751,10 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
   for (size_t i = 0; i < a->nreplay; i++) {
     /* The replay bypasses the slow-consumer limit: a client reading at full
      * speed must not be closed for the size of its own backlog. */
-    if (c->state != HD_CONN_CLOSED && push(c, a->replay[i]) == 0) {
+    if (!hd__manager_check_write(srv->manager, &c->sub, a->replay[i])) {
+      hd_log(HD_LOG_ERROR, "isolation: replay frame for user tag %u refused on conn %llu "
+             "(user tag %u)", a->replay[i]->user, (unsigned long long)c->id, c->sub.uid);
+    } else if (c->state != HD_CONN_CLOSED && push(c, a->replay[i]) == 0) {
       c->grace += a->replay[i]->len;
       replayed++;
     }

@@ -79,8 +79,10 @@ static void on_sock_closed(uv_handle_t *h) {
 static void sock_close(sock_t *k) {
   slot_t *s = k->slot;
 
-  if (k->prev) k->prev->next = k->next;
-  else s->socks = k->next;
+  if (k->prev)
+    k->prev->next = k->next;
+  else
+    s->socks = k->next;
   if (k->next) k->next->prev = k->prev;
   uv_close((uv_handle_t *)&k->h, on_sock_closed);
 }
@@ -157,8 +159,10 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
   slot_t *s = userp;
 
   if (s->timer == NULL) return 0; /* idle: nothing to drive */
-  if (timeout_ms < 0) uv_timer_stop(s->timer);
-  else uv_timer_start(s->timer, on_timer, (uint64_t)timeout_ms, 0);
+  if (timeout_ms < 0)
+    uv_timer_stop(s->timer);
+  else
+    uv_timer_start(s->timer, on_timer, (uint64_t)timeout_ms, 0);
   return 0;
 }
 
@@ -169,8 +173,10 @@ static void detach(hd_http_post_t *p) {
   slot_t *s = p->slot;
 
   curl_multi_remove_handle(s->multi, p->easy);
-  if (p->prev) p->prev->next = p->next;
-  else s->posts = p->next;
+  if (p->prev)
+    p->prev->next = p->next;
+  else
+    s->posts = p->next;
   if (p->next) p->next->prev = p->prev;
   p->prev = p->next = NULL;
 }
@@ -206,11 +212,11 @@ static void dispatch(slot_t *s, curl_socket_t fd, int flags) {
 
   curl_multi_socket_action(s->multi, fd, flags, &running);
   while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
-    hd_http_post_t *p = NULL;
+    char *priv = NULL;
     if (msg->msg != CURLMSG_DONE) continue;
-    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&p);
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
     /* msg is invalid once the handle leaves the multi: read the result first. */
-    finish(p, msg->data.result);
+    finish((hd_http_post_t *)priv, msg->data.result);
   }
   maybe_idle(s);
 }
@@ -266,7 +272,8 @@ int hd_http_post(hd_worker_t *w, const char *url, const char *const *headers,
   rc = HD_EIO;
   if (curl_easy_setopt(p->easy, CURLOPT_URL, url) != CURLE_OK ||
       curl_easy_setopt(p->easy, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
-      curl_easy_setopt(p->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) != CURLE_OK ||
+      curl_easy_setopt(p->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len) !=
+          CURLE_OK ||
       curl_easy_setopt(p->easy, CURLOPT_COPYPOSTFIELDS, body ? body : "") != CURLE_OK ||
       curl_easy_setopt(p->easy, CURLOPT_HTTPHEADER, p->headers) != CURLE_OK)
     goto fail;

@@ -278,29 +278,37 @@ async function main() {
 
   // 4. Alice goes offline while the answer streams, then back: the whole answer, once.
   const q2 = 'Please count the words in this sentence about a quick brown fox that jumps over the lazy dog twice';
-  await recordNextRun(ap);
-  // Arm a waiter inside the page: resolves at the first streamed delta.
-  const firstDelta = ap.evaluate(() => new Promise((resolve) => {
-    const seen = new Set([...document.querySelectorAll('[data-testid="run"]')].map((n) => n.dataset.runId));
-    const obs = new MutationObserver(() => {
-      const run = [...document.querySelectorAll('[data-testid="run"]')].find((n) => !seen.has(n.dataset.runId));
-      const a = run?.querySelector('[data-testid="answer"]');
-      if (a && a.textContent) { obs.disconnect(); resolve(true); }
-    });
-    obs.observe(document.getElementById('timeline'), { subtree: true, childList: true, characterData: true });
-  }));
-  await ask(ap, q2);
-  await firstDelta;
-  await alice.context.setOffline(true);
-  const droppedByOffline = !(await ap.evaluate(() => window.__herald.connected));
-  if (!droppedByOffline) await ap.evaluate(() => window.__herald.dropConnection());
-  log(`offline: ${droppedByOffline ? 'the page dropped its socket on the offline event' : 'forced the socket closed via the test hook'}`);
-  const run2 = lastRun(ap);
-  const run2Id = await run2.getAttribute('data-run-id');
-  const atDrop = {
-    status: await run2.locator('[data-testid="run-status"]').getAttribute('data-status'),
-    answer: await run2.locator('[data-testid="answer"]').textContent(),
-  };
+  let run2, run2Id, atDrop, attempts = 0;
+  for (;;) {
+    attempts++;
+    // Arm a waiter inside the page: resolves at the first streamed delta.
+    const firstDelta = ap.evaluate(() => new Promise((resolve) => {
+      const seen = new Set([...document.querySelectorAll('[data-testid="run"]')].map((n) => n.dataset.runId));
+      const obs = new MutationObserver(() => {
+        const run = [...document.querySelectorAll('[data-testid="run"]')].find((n) => !seen.has(n.dataset.runId));
+        const a = run?.querySelector('[data-testid="answer"]');
+        if (a && a.textContent) { obs.disconnect(); resolve(true); }
+      });
+      obs.observe(document.getElementById('timeline'), { subtree: true, childList: true, characterData: true });
+    }));
+    await ask(ap, q2);
+    await firstDelta;
+    await alice.context.setOffline(true);
+    const droppedByOffline = !(await ap.evaluate(() => window.__herald.connected));
+    if (!droppedByOffline) await ap.evaluate(() => window.__herald.dropConnection());
+    log(`offline: ${droppedByOffline ? 'the page dropped its socket on the offline event' : 'forced the socket closed via the test hook'}`);
+    run2 = lastRun(ap);
+    run2Id = await run2.getAttribute('data-run-id');
+    atDrop = {
+      status: await run2.locator('[data-testid="run-status"]').getAttribute('data-status'),
+      answer: await run2.locator('[data-testid="answer"]').textContent(),
+    };
+    if (atDrop.status === 'running' || attempts >= 3) break;
+    log('the run ended before the drop took effect (a slow machine?); once more');
+    await alice.context.setOffline(false);
+    await waitLive(ap);
+  }
+  const aliceRuns = 1 + attempts;
   await ap.waitForSelector('[data-testid="conn-status"]:not([data-state="live"])');
   const connText = await ap.textContent('[data-testid="conn-status"]');
   check(true, `connection indicator left "live" while offline ("${connText.trim()}")`);
@@ -325,8 +333,10 @@ async function main() {
   'the streamed deltas alone rebuilt it (no fallback to the final text)');
   check(!hasRepeatedWords(answer2), 'no duplicated words');
   const bodyText = await ap.locator('#timeline').innerText();
-  check(bodyText.split(answer2).length - 1 === 1, 'the answer appears exactly once on the page');
-  check(await ap.locator('[data-testid="run"]').count() === 2, 'alice has exactly two runs');
+  // (each attempt above asked the same question, so the same answer text)
+  check(bodyText.split(answer2).length - 1 === attempts && (await run2.innerText()).split(answer2).length - 1 === 1,
+    'the answer appears exactly once on the page');
+  check(await ap.locator('[data-testid="run"]').count() === aliceRuns, `alice has exactly ${aliceRuns} runs`);
   check(await run2.locator('[data-testid="tool-card"]').count() === 1, 'one tool card in the second run');
   const mid = await shot(ap, 'alice-resumed');
 
@@ -347,15 +357,15 @@ async function main() {
     `after a reload the thread "${threadTitle}" is listed`);
   check(await item.getAttribute('aria-current') === 'true', 'and is the open thread');
   const runsAfter = ap.locator('[data-testid="run"]');
-  await ap.waitForFunction(() => document.querySelectorAll('[data-testid="run"][data-status="succeeded"]').length === 2);
-  check(await runsAfter.count() === 2, 'both runs still shown, completed');
+  await ap.waitForFunction((n) => document.querySelectorAll('[data-testid="run"][data-status="succeeded"]').length === n, aliceRuns);
+  check(await runsAfter.count() === aliceRuns, 'all runs still shown, completed');
   check(await ap.locator(`[data-testid="run"][data-run-id="${run1Id}"] [data-testid="answer"]`).textContent() === answer1,
     'first answer unchanged after the reload');
   check(await ap.locator(`[data-testid="run"][data-run-id="${run2Id}"] [data-testid="answer"]`).textContent() === answer2,
     'second answer unchanged after the reload');
-  check((await ap.locator('#timeline').innerText()).split(answer2).length - 1 === 1, 'still exactly once after the reload');
+  check((await ap.locator('#timeline').innerText()).split(answer2).length - 1 === attempts, 'still exactly once after the reload');
   await ap.waitForTimeout(500);   // a late replay would show up as a duplicate now
-  check(await runsAfter.count() === 2, 'no run duplicated by the resume after the reload');
+  check(await runsAfter.count() === aliceRuns, 'no run duplicated by the resume after the reload');
   await shot(ap, 'alice-reloaded');
 
   // 7. Keyboard: Shift+Enter is a newline, not a send.
@@ -364,7 +374,7 @@ async function main() {
   await box.press('Shift+Enter');
   await box.type('line two');
   check((await box.inputValue()) === 'line one\nline two', 'Shift+Enter inserts a newline');
-  check(await ap.locator('[data-testid="run"]').count() === 2 && await ap.locator('[data-testid="pending"]').count() === 0,
+  check(await ap.locator('[data-testid="run"]').count() === aliceRuns && await ap.locator('[data-testid="pending"]').count() === 0,
     'and sends nothing');
   await box.fill('');
 
@@ -387,7 +397,7 @@ async function main() {
   check(await run3.locator('[data-testid="cancel"]').isHidden(), 'and has no cancel button left');
   check(await ap.locator('[data-testid="thread-item"]').count() === 2, 'two threads listed');
   await ap.locator(`[data-testid="thread-item"][data-thread-id="${threadId}"]`).click();
-  check(await ap.locator('[data-testid="run"]').count() === 2, 'the first thread still holds its two runs');
+  check(await ap.locator('[data-testid="run"]').count() === aliceRuns, 'the first thread still holds its runs');
 
   // 9. Sign-out, and the login rate limit (429 + Retry-After) as the page shows it.
   await bp.getByRole('button', { name: 'Sign out' }).click();

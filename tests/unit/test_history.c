@@ -462,8 +462,8 @@ static void test_replies(void) {
   json_decref(j);
   HISTORY("th-never-seen", 0, 1000, true, false, 1, 0);
 
-  hd_manager_epoch(M, u, epoch);
   CHECK_INT(pub(u, HD_EV_AGENT_STARTED, "tA", "rA", "{\"agent\":\"demo\",\"input\":\"h\\u00e9\"}"), 1);
+  hd_manager_epoch(M, u, epoch); /* a user's epoch exists once it has state */
   CHECK_INT(pub(u, HD_EV_AGENT_STARTED, NULL, "rB", "{\"agent\":\"demo\",\"input\":\"x\"}"), 2);
   CHECK_INT(pub(u, HD_EV_TOOL_EXECUTING, "tA", "rA",
                 "{\"tool\":\"search\",\"call_id\":\"c1\",\"args\":{\"q\":[1,2,{\"k\":null}]}}"),

@@ -30,20 +30,28 @@ static void test_rfc4231(void) {
   static vector_t v[4];
   char out[HD_WEBHOOK_SIG_LEN + 1], want[HD_WEBHOOK_SIG_LEN + 1];
 
-  v[0] = (vector_t){"case 1", {0}, 20, "Hi There",
+  v[0] = (vector_t){"case 1",
+                    {0},
+                    20,
+                    "Hi There",
                     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"};
   fill(v[0].key, 0x0b, 20);
   v[1] = (vector_t){"case 2", "Jefe", 4, "what do ya want for nothing?",
                     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"};
-  v[2] = (vector_t){"case 6", {0}, 131,
+  v[2] = (vector_t){"case 6",
+                    {0},
+                    131,
                     "Test Using Larger Than Block-Size Key - Hash Key First",
                     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"};
   fill(v[2].key, 0xaa, 131);
-  v[3] = (vector_t){"case 7", {0}, 131,
-                    "This is a test using a larger than block-size key and a larger than "
-                    "block-size data. The key needs to be hashed before being used by the "
-                    "HMAC algorithm.",
-                    "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"};
+  v[3] =
+      (vector_t){"case 7",
+                 {0},
+                 131,
+                 "This is a test using a larger than block-size key and a larger than "
+                 "block-size data. The key needs to be hashed before being used by the "
+                 "HMAC algorithm.",
+                 "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"};
   fill(v[3].key, 0xaa, 131);
 
   for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -77,7 +85,8 @@ static void test_body_and_signature(void) {
   CHECK_INT(hd_webhook_sign((const uint8_t *)"whsec-test", 10, (const uint8_t *)body,
                             body ? strlen(body) : 0, out),
             0);
-  CHECK_STR(out, "sha256=3f01e47c911484544d56266a0b13eb5296c359d9cdc03106c4dcdd1ffd609e65");
+  CHECK_STR(out,
+            "sha256=3f01e47c911484544d56266a0b13eb5296c359d9cdc03106c4dcdd1ffd609e65");
   free(body);
 
   body = hd_webhook_body(&run, true);
@@ -101,7 +110,8 @@ static void test_empty_inputs(void) {
 
   /* HMAC-SHA256 with an empty key over an empty message (a known value). */
   CHECK_INT(hd_webhook_sign(NULL, 0, NULL, 0, out), 0);
-  CHECK_STR(out, "sha256=b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+  CHECK_STR(out,
+            "sha256=b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
 int main(void) {
