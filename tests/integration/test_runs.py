@@ -582,7 +582,7 @@ def test_invalid_user_message(fast, msg):
             await c.close()
 
     err, no_events, rid, evs = run(go(), timeout=20)
-    if "\u0000" in json.dumps(msg):
+    if any(isinstance(v, str) and "\0" in v for v in msg.values()):
         # jansson refuses NUL in strings at parse time: an invalid_json reply is fine.
         assert err.get("type") == "error" and err.get("code") in (
             "invalid_request", "invalid_json"), err
