@@ -106,7 +106,12 @@ static hd_jwt_reason_t verify(hd_conn_t *c, const char *tok, size_t n, hd_jwt_cl
 }
 
 static void authenticate(hd_conn_t *c, const hd_jwt_claims_t *cl, hd_attach_t *a) {
-  if (hd_conn_authenticate(c, cl->sub, cl->exp, a) < 0)
+  int rc;
+
+  a->max_subs = c->w->srv->cfg->max_user_conns;
+  if ((rc = hd_conn_authenticate(c, cl->sub, cl->exp, a)) == HD_ELIMIT)
+    hd_conn_ws_close(c, HD_WS_CLOSE_TOO_MANY, "too many connections for this user");
+  else if (rc < 0)
     hd_conn_ws_close(c, HD_WS_CLOSE_INTERNAL, "cannot register connection");
 }
 

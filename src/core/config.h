@@ -22,6 +22,8 @@ typedef struct hd_config_s {
   unsigned drain_timeout_s;   /* 10: SIGTERM drain */
   int backlog;                /* 1024 */
   int sndbuf;                 /* 0: the kernel's default SO_SNDBUF per socket */
+  unsigned max_user_conns;    /* 64 connections per user, then 4009 */
+  unsigned max_client_rate;   /* 50 client messages per second per connection, then 4029 */
   size_t max_batch;           /* 1000 events per publish request */
   size_t history_events;      /* 1000 retained events per user */
   size_t history_bytes;       /* 1 MiB retained per user */

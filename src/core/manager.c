@@ -452,6 +452,10 @@ int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_a
     pthread_mutex_unlock(&s->lock);
     return HD_ENOMEM;
   }
+  if (a->max_subs && u->nsubs >= a->max_subs) {
+    pthread_mutex_unlock(&s->lock);
+    return HD_ELIMIT;
+  }
   sub->user = u;
   sub->user_id = u->id;
   sub->uid = u->uid;

@@ -52,6 +52,7 @@ typedef struct {
   bool resume;              /* in: the client sent since_seq */
   uint64_t since_seq;       /* in */
   const char *client_epoch; /* in: the epoch the client last saw, or NULL */
+  uint32_t max_subs;        /* in: the user's connection limit, 0 = none */
   uint64_t head_seq;        /* out: the newest seq at registration */
   char epoch[HD_EPOCH_LEN + 1]; /* out */
   hd_frame_t **replay;      /* out: retained events after since_seq, in order;
@@ -65,6 +66,7 @@ typedef struct {
  * since_seq: every later event is delivered to sub through the transport, so
  * replay + live has no gap and no duplicate. Returns 0, HD_EINVAL or HD_ENOMEM. */
 int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_attach_t *a);
+/* (HD_ELIMIT: the user already has max_subs connections; nothing registered.) */
 
 /* The "runs" reply for user_id: its runs in flight. malloc'ed JSON text. */
 char *hd__manager_runs_json(hd_manager_t *m, const char *user_id);

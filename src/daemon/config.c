@@ -30,6 +30,8 @@ void hd_config_defaults(hd_config_t *cfg) {
   cfg->drain_timeout_s = 10;
   cfg->backlog = 1024;
   cfg->max_batch = 1000;
+  cfg->max_user_conns = 64;
+  cfg->max_client_rate = 50;
   cfg->history_events = 1000;
   cfg->history_bytes = 1024 * 1024;
   cfg->history_age_s = 600;
@@ -227,6 +229,16 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       cfg->sndbuf = (int)n;
     return rc;
   }
+  if (is(name, "max-user-connections")) {
+    if ((rc = parse_size("--max-user-connections", v, 1, 100000, &n, err, errlen)) == 0)
+      cfg->max_user_conns = (unsigned)n;
+    return rc;
+  }
+  if (is(name, "max-client-rate")) {
+    if ((rc = parse_size("--max-client-rate", v, 1, 60000, &n, err, errlen)) == 0)
+      cfg->max_client_rate = (unsigned)n;
+    return rc;
+  }
   if (is(name, "max-batch"))
     return parse_size("--max-batch", v, 1, 100000, &cfg->max_batch, err, errlen);
   if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
@@ -289,6 +301,8 @@ static const char usage[] =
     "  --allowed-origins LIST  comma-separated origins (default: the request's host)\n"
     "  --max-batch N           events per publish request (default 1000)\n"
     "  --socket-sndbuf BYTES   kernel send buffer per connection (default: the kernel's)\n"
+    "  --max-user-connections N  connections per user, then 4009 (default 64)\n"
+    "  --max-client-rate N     client messages per second per connection, then 4029 (default 50)\n"
     "  --agent demo|webhook|none  who answers user messages (default demo)\n"
     "  --agent-url URL         webhook agent: where user messages are POSTed\n"
     "  --run-timeout S         fail a run whose agent is silent this long (default 120)\n"
@@ -300,9 +314,10 @@ static const char usage[] =
     "  --history-bytes BYTES   history per user (default 1048576)\n"
     "  --history-age SECONDS   history age limit (default 600)\n"
     "  --history-memory BYTES  history of all users together (default 268435456)\n"
-    "environment: HERALD_JWT_SECRET (HMAC key, >= 32 bytes), HERALD_API_KEY (backend API)\n"
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
-    "  --help, --version\n";
+    "  --help, --version\n"
+    "environment: HERALD_JWT_SECRET (HMAC key, >= 32 bytes), HERALD_API_KEY (backend API),\n"
+    "  HERALD_WEBHOOK_SECRET (webhook signatures; default HERALD_API_KEY)\n";
 
 int hd_config_from_args(hd_config_t *cfg, int argc, char **argv, char *err,
                         size_t errlen) {

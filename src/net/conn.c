@@ -704,6 +704,14 @@ static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
     break;
   }
   case HD_EP_CLIENT:
+    if (c->rate_window_s != c->w->now_s) {
+      c->rate_window_s = c->w->now_s;
+      c->msgs_in_window = 0;
+    }
+    if (++c->msgs_in_window > srv_of(c)->cfg->max_client_rate) {
+      hd_conn_ws_close(c, HD_WS_CLOSE_RATE_LIMITED, "too many messages per second");
+      return;
+    }
     if (ev->opcode != HD_WS_OP_TEXT) {
       hd_conn_ws_close(c, HD_WS_CLOSE_UNSUPPORTED, "binary messages are not accepted");
       return;

@@ -117,6 +117,8 @@ struct hd_conn_s {
   uint32_t deadline_s;    /* HTTP: request deadline; CLOSING: give up waiting */
   uint32_t last_rx_s;
   uint32_t last_ping_s;
+  uint32_t rate_window_s; /* CLIENT: the second msgs_in_window counts */
+  uint16_t msgs_in_window;
   uint8_t state;
   uint8_t endpoint;
   bool in_dirty;

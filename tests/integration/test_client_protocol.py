@@ -29,7 +29,8 @@ from herald_client import (Api, event, expect_close, in_thread, mint, no_message
 
 @pytest.fixture(scope="module")
 def herald():
-    h = start_heraldd()
+    # A high message rate limit: some tests flood on purpose (4029 is tested apart).
+    h = start_heraldd("--max-client-rate", "5000")
     yield h
     rc = h.stop()
     assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
@@ -268,3 +269,46 @@ def test_message_over_limit_closes_1009():
             code, _ = await expect_close(ws, 5)
             return code
         assert run(go()) == 1009
+
+
+def test_message_flood_closes_4029():
+    """More client messages in one second than --max-client-rate: close 4029."""
+    with start_heraldd("--max-client-rate", "20") as h:
+        async def go():
+            ws = await ws_connect(h, mint("flooder"))
+            await recv_welcome(ws, "flooder")
+            for _ in range(60):
+                await ws.send('{"type":"runs"}')
+            replies = 0
+            try:
+                while True:
+                    m = await asyncio.wait_for(ws.recv(), 5)
+                    assert json.loads(m)["type"] == "runs"
+                    replies += 1
+            except ConnectionClosed as e:
+                return e.code, replies
+        code, replies = run(go())
+        assert code == 4029, code
+        assert 1 <= replies <= 40, replies  # at most two one-second windows' worth
+
+
+def test_connections_per_user_limit_4009():
+    """The (N+1)th connection of one user is closed with 4009; others are fine."""
+    with start_heraldd("--max-user-connections", "3") as h:
+        async def go():
+            socks = []
+            for _ in range(3):
+                ws = await ws_connect(h, mint("crowd"))
+                await recv_welcome(ws, "crowd")
+                socks.append(ws)
+            extra = await ws_connect(h, mint("crowd"))
+            code, _ = await expect_close(extra, 5)
+            other = await ws_connect(h, mint("someone-else"))
+            await recv_welcome(other, "someone-else")
+            await socks[0].close()
+            again = await ws_connect(h, mint("crowd"))  # a slot was freed
+            await recv_welcome(again, "crowd")
+            for ws in socks[1:] + [other, again]:
+                await ws.close()
+            return code
+        assert run(go()) == 4009
