@@ -33,6 +33,7 @@ typedef struct hd_config_s {
   /* Agents (docs/agents.md). */
   char *agent;                /* "demo" (default), "webhook" or "none" */
   char *agent_url;            /* webhook: where user messages are POSTed */
+  unsigned agent_timeout_ms;  /* 10000: a webhook request must be answered within */
   unsigned run_timeout_s;     /* 120: a silent agent's run is failed */
   size_t max_runs;            /* 4 runs in flight per user */
   unsigned demo_pace_min_ms;  /* 30 */

@@ -37,6 +37,7 @@ void hd_config_defaults(hd_config_t *cfg) {
   cfg->history_age_s = 600;
   cfg->history_memory = (size_t)256 << 20;
   cfg->run_timeout_s = 120;
+  cfg->agent_timeout_ms = 10000;
   cfg->max_runs = 4;
   cfg->demo_pace_min_ms = 30;
   cfg->demo_pace_max_ms = 80;
@@ -198,6 +199,11 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       return errf(err, errlen, "--agent-url: an http:// or https:// URL");
     return set_str(&cfg->agent_url, v);
   }
+  if (is(name, "agent-timeout-ms")) {
+    if ((rc = parse_size("--agent-timeout-ms", v, 100, 600000, &n, err, errlen)) == 0)
+      cfg->agent_timeout_ms = (unsigned)n;
+    return rc;
+  }
   if (is(name, "run-timeout")) {
     if ((rc = parse_size("--run-timeout", v, 1, 86400, &n, err, errlen)) == 0)
       cfg->run_timeout_s = (unsigned)n;
@@ -305,6 +311,7 @@ static const char usage[] =
     "  --max-client-rate N     client messages per second per connection, then 4029 (default 50)\n"
     "  --agent demo|webhook|none  who answers user messages (default demo)\n"
     "  --agent-url URL         webhook agent: where user messages are POSTed\n"
+    "  --agent-timeout-ms MS   webhook agent: answer deadline per request (default 10000)\n"
     "  --run-timeout S         fail a run whose agent is silent this long (default 120)\n"
     "  --max-runs N            runs in flight per user (default 4)\n"
     "  --demo-pace MS|MIN-MAX  demo agent delay between steps (default 30-80)\n"

@@ -74,7 +74,7 @@ static int make_agent(const hd_config_t *cfg, int nworkers, hd_agent_t **out) {
   } else if (strcmp(kind, "webhook") == 0) {
     const char *secret = getenv("HERALD_WEBHOOK_SECRET");
     hd_webhook_config_t wc = {cfg->agent_url, secret && *secret ? secret : cfg->api_key,
-                              10000, nworkers};
+                              cfg->agent_timeout_ms, nworkers};
     if (cfg->agent_url == NULL || wc.secret == NULL) {
       hd_log(HD_LOG_ERROR, "--agent webhook needs --agent-url and HERALD_WEBHOOK_SECRET "
                            "(or HERALD_API_KEY) to sign requests");
