@@ -36,7 +36,7 @@ asan: deps
 	@cmake -S . -B build-asan -DHD_WERROR=ON -DHD_ASAN=ON -DHD_UBSAN=ON \
 	  -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	@cmake --build build-asan -j$(JOBS)
-	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=8 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j$(JOBS)
 
 # The threaded parts (the server, the integration suite) under ThreadSanitizer.

@@ -730,3 +730,125 @@ def test_backend_cannot_start_or_extend_herald_runs(slow):
     assert types.count("agent_started") == 1 and types.count("agent_completed") == 1, types
     assert evs[0]["data"]["agent"] == "demo"
     check_seq_gapless(evs, first=1)
+
+
+# ---------------------------------------------------------------------------- more run life
+
+def test_cancel_from_another_connection_of_the_user(slow):
+    """A cancel sent on another connection (possibly another worker) ends the run."""
+    user = new_user()
+
+    async def go():
+        conns = [await Client.open(slow, user) for _ in range(4)]  # spread over the workers
+        a, others = conns[0], conns[1:]
+        try:
+            mid = await a.user_message("what is 8*8?")
+            rid = check_ack(await a.reply(mid), mid)
+            await a.wait_for(lambda m: m.get("type") == "agent_started", 5, "agent_started")
+            await others[-1].send({"type": "cancel", "run_id": rid})
+            done = await a.completed(rid, timeout=3)
+            for c in others:
+                await c.completed(rid, timeout=3)
+            await a.drain(1.5)
+            return a, others, rid, done
+        finally:
+            for c in conns:
+                await c.close()
+
+    a, others, rid, done = run(go(), timeout=30)
+    assert done["data"]["status"] == "cancelled", done
+    evs = a.events(rid)
+    types = [e["type"] for e in evs]
+    assert types[0] == "agent_started" and types[-1] == "agent_completed", types
+    assert types.count("agent_completed") == 1, types
+    assert a.events()[-1] is evs[-1]
+    assert not [m for c in others for m in c.msgs if m.get("type") == "error"]
+
+
+def test_timeout_is_about_silence_not_duration():
+    """--run-timeout 1 with a step every 300 ms: the run takes seconds but never
+    goes silent for 1 s, so it succeeds."""
+    h = start("--run-timeout", 1, "--demo-pace", 300)
+    try:
+        user = new_user()
+
+        async def go():
+            c = await Client.open(h, user)
+            try:
+                t0 = time.monotonic()
+                rid, evs = await one_run(c, "what is 12*7?", timeout=15)
+                return rid, evs, time.monotonic() - t0
+            finally:
+                await c.close()
+
+        rid, evs, took = run(go(), timeout=30)
+    finally:
+        stop_ok(h)
+    assert took > 1.5, f"the run took only {took:.2f}s: the test proves nothing"
+    s = check_run_shape(evs, rid, "what is 12*7?")
+    assert s["completed"]["result"] == 84
+
+
+def test_cancel_frees_a_run_slot():
+    h = start("--max-runs", 1, "--demo-pace", 500)
+    try:
+        user = new_user()
+
+        async def go():
+            c = await Client.open(h, user)
+            try:
+                m1 = await c.user_message("what is 1*1?")
+                r1 = check_ack(await c.reply(m1), m1)
+                await c.user_message("what is 2*2?")
+                refused = await c.reply(timeout=5)
+                await c.send({"type": "cancel", "run_id": r1})
+                await c.completed(r1, timeout=3)
+                m3 = await c.user_message("what is 3*3?")
+                again = await c.reply(m3, timeout=5)
+                if again.get("type") == "ack":
+                    await c.send({"type": "cancel", "run_id": again["run_id"]})
+                    await c.completed(again["run_id"], timeout=3)
+                return refused, again
+            finally:
+                await c.close()
+
+        refused, again = run(go(), timeout=30)
+    finally:
+        stop_ok(h)
+    check_error(refused, "too_many_runs")
+    assert again.get("type") == "ack", f"a cancelled run still holds its slot: {again}"
+
+
+def test_run_survives_disconnect_and_replays_on_resume(slow):
+    """The sender leaves right after the ack; the run goes on, and a resume from
+    seq 0 replays the whole run exactly once."""
+    user = new_user()
+    text = "what is 7*6?"
+
+    async def go():
+        c = await Client.open(slow, user)
+        mid = await c.user_message(text)
+        rid = check_ack(await c.reply(mid), mid)
+        await c.close()
+        await asyncio.sleep(0.2)
+        # Watch it finish from a fresh connection, then resume from 0 on another.
+        w = await Client.open(slow, user)
+        try:
+            await w.completed(rid, timeout=20)
+        finally:
+            await w.close()
+        ws = await ws_connect(slow, mint(user), query={"since_seq": 0})
+        r = Client(ws, user, await recv_welcome(ws, user))
+        try:
+            resumed = await r.wait_for(lambda m: m.get("type") == "resumed", 10, "resumed")
+            await r.drain(0.3)
+            return rid, r, resumed
+        finally:
+            await r.close()
+
+    rid, r, resumed = run(go(), timeout=40)
+    assert resumed.get("complete") is True, resumed
+    evs = r.events()
+    check_seq_gapless(evs, first=1)
+    s = check_run_shape(evs, rid, text)
+    assert s["completed"]["result"] == 42 and "42" in s["text"]
