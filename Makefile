@@ -4,7 +4,7 @@ JOBS  ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build deps run test unit integration asan tsan fuzz format clean check-format
+.PHONY: all build deps run test unit integration asan tsan fuzz format clean check-format bench
 
 all: build
 
@@ -48,6 +48,11 @@ tsan: deps
 
 fuzz: deps
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The benchmark (docs/performance.md): heraldd vs Node ws, memory, routing,
+# handshakes. QUICK=1 for a short smoke run.
+bench: build
+	@bench/run.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -7,8 +7,9 @@
  *       `size` bytes in flight; prints the echoes received per second, counted
  *       over `duration` seconds after `warmup`.
  *
- *   loadgen sub --port P --conns N [--users U] [--warmup W] [--duration D] [--hold]
- *       N authenticated /ws connections (connection i is user "u<i % U>", token in
+ *   loadgen sub --port P --conns N [--users U] [--user-base B] [--warmup W] [--duration D]
+ *               [--hold]
+ *       N authenticated /ws connections (connection i is user "u<B + i % U>", token in
  *       ?access_token=). Prints "READY <ms>" once every welcome arrived. With
  *       --hold it then waits for SIGTERM or EOF on stdin (idle-memory test);
  *       otherwise it counts agent_message events from the first one on, over
@@ -59,7 +60,7 @@
 
 static const char *o_host = "127.0.0.1", *o_path = "/echo", *o_key = "", *o_secret;
 static int o_port, o_conns = 100, o_window = 32, o_size = 20, o_users = 0, o_batch = 1000;
-static int o_conc = 64, o_src_ips = 0, o_hold = 0;
+static int o_conc = 64, o_src_ips = 0, o_hold = 0, o_user_base = 0;
 static double o_warmup = 2, o_duration = 10, o_rate = 0;
 
 static void die(const char *m) {
@@ -127,7 +128,7 @@ static char *mint(int user) {
   char payload[128], tok[512];
   unsigned char mac[32];
   unsigned int maclen = 32;
-  int n = snprintf(payload, sizeof payload, "{\"sub\":\"u%d\",\"exp\":%lld}", user,
+  int n = snprintf(payload, sizeof payload, "{\"sub\":\"u%d\",\"exp\":%lld}", o_user_base + user,
                    (long long)time(NULL) + 3600);
   size_t o = b64url((const unsigned char *)"{\"alg\":\"HS256\",\"typ\":\"JWT\"}", 27, tok);
   tok[o++] = '.';
@@ -542,7 +543,8 @@ static void run_sub(void) {
   /* connect in waves so the listen backlog never overflows */
   int opened = 0;
   while (n_welcomed + n_bad_upgrade + n_connect_errors + n_closed_by_server < o_conns) {
-    while (opened < o_conns && opened - n_welcomed < 256) {
+    while (opened < o_conns &&
+           opened - (n_welcomed + n_bad_upgrade + n_connect_errors + n_closed_by_server) < 256) {
       conns[opened].user = opened % users;
       conn_open(&conns[opened]);
       opened++;
@@ -792,6 +794,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--window")) o_window = atoi(v);
     else if (!strcmp(a, "--size")) o_size = atoi(v);
     else if (!strcmp(a, "--users")) o_users = atoi(v);
+    else if (!strcmp(a, "--user-base")) o_user_base = atoi(v);
     else if (!strcmp(a, "--batch")) o_batch = atoi(v);
     else if (!strcmp(a, "--conc")) o_conc = atoi(v);
     else if (!strcmp(a, "--src-ips")) o_src_ips = atoi(v);

@@ -5,6 +5,7 @@
 #include "core/config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,44 +119,67 @@ static int parse_size(const char *name, const char *v, size_t min, size_t max, s
   return 0;
 }
 
-/* One option: its name and whether it has a value. */
-static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
-                 size_t errlen) {
+/* The numeric options: name, field, and the accepted range. */
+typedef struct {
+  const char *name;
+  size_t off;   /* offsetof the field in hd_config_t */
+  size_t width; /* sizeof the field: 4 (int, unsigned) or 8 (size_t) */
+  size_t min, max;
+} num_opt_t;
+
+#define NUM(name, field, min, max)                                                    \
+  {name, offsetof(hd_config_t, field), sizeof(((hd_config_t *)0)->field), min, max}
+
+static const num_opt_t nums[] = {
+    NUM("workers", workers, 1, 256),
+    NUM("max-message", max_message, 125, (size_t)1 << 30),
+    NUM("max-body", max_body, 1024, (size_t)1 << 30),
+    NUM("max-queue", max_queue, 4096, (size_t)1 << 31),
+    NUM("socket-sndbuf", sndbuf, 0, 64 << 20),
+    NUM("heartbeat", heartbeat_s, 1, 3600),
+    NUM("request-timeout", request_timeout_s, 1, 3600),
+    NUM("auth-timeout", auth_timeout_s, 1, 3600),
+    NUM("drain-timeout", drain_timeout_s, 1, 3600),
+    NUM("jwt-leeway", jwt_leeway_s, 0, 60),
+    NUM("max-user-connections", max_user_conns, 1, 100000),
+    NUM("max-client-rate", max_client_rate, 1, 60000),
+    NUM("max-batch", max_batch, 1, 100000),
+    NUM("history-events", history_events, 1, 1000000),
+    NUM("history-bytes", history_bytes, 1024, (size_t)1 << 34),
+    NUM("history-age", history_age_s, 1, 7 * 86400),
+    NUM("history-memory", history_memory, 1 << 16, (size_t)1 << 40),
+    NUM("agent-timeout-ms", agent_timeout_ms, 100, 600000),
+    NUM("run-timeout", run_timeout_s, 1, 86400),
+    NUM("max-runs", max_runs, 1, 1000),
+    NUM("token-ttl", token_ttl_s, 60, 30 * 86400),
+};
+
+static int apply_num(hd_config_t *cfg, const num_opt_t *o, const char *v, char *err,
+                     size_t errlen) {
+  char flag[64];
   size_t n = 0;
   int rc;
 
-  if (strcmp(name, "listen") == 0) return parse_listen(cfg, v, err, errlen);
-  if (strcmp(name, "workers") == 0) {
-    if ((rc = parse_size("--workers", v, 1, 256, &n, err, errlen)) == 0) cfg->workers = (int)n;
-    return rc;
+  snprintf(flag, sizeof(flag), "--%s", o->name);
+  if ((rc = parse_size(flag, v, o->min, o->max, &n, err, errlen)) != 0) return rc;
+  if (o->width == sizeof(size_t)) {
+    memcpy((char *)cfg + o->off, &n, sizeof(n));
+  } else {
+    unsigned u = (unsigned)n; /* int fields hold the same bits for these ranges */
+    memcpy((char *)cfg + o->off, &u, sizeof(u));
   }
-  if (strcmp(name, "echo-path") == 0 || strcmp(name, "echo_path") == 0) {
+  return 0;
+}
+
+/* One option, by name (the command line's spelling or the file's). */
+static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
+                 size_t errlen) {
+  for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+    if (is(name, nums[i].name)) return apply_num(cfg, &nums[i], v, err, errlen);
+  if (is(name, "listen")) return parse_listen(cfg, v, err, errlen);
+  if (is(name, "echo-path")) {
     if (v[0] != '/') return errf(err, errlen, "--echo-path must start with '/'");
-    free(cfg->echo_path);
-    cfg->echo_path = strdup(v);
-    return cfg->echo_path ? 0 : HD_ENOMEM;
-  }
-  if (strcmp(name, "max-message") == 0 || strcmp(name, "max_message") == 0)
-    return parse_size("--max-message", v, 125, (size_t)1 << 30, &cfg->max_message, err,
-                      errlen);
-  if (strcmp(name, "max-body") == 0 || strcmp(name, "max_body") == 0)
-    return parse_size("--max-body", v, 1024, (size_t)1 << 30, &cfg->max_body, err, errlen);
-  if (strcmp(name, "max-queue") == 0 || strcmp(name, "max_queue") == 0)
-    return parse_size("--max-queue", v, 4096, (size_t)1 << 31, &cfg->max_queue, err, errlen);
-  if (strcmp(name, "heartbeat") == 0) {
-    if ((rc = parse_size("--heartbeat", v, 1, 3600, &n, err, errlen)) == 0)
-      cfg->heartbeat_s = (unsigned)n;
-    return rc;
-  }
-  if (strcmp(name, "request-timeout") == 0 || strcmp(name, "request_timeout") == 0) {
-    if ((rc = parse_size("--request-timeout", v, 1, 3600, &n, err, errlen)) == 0)
-      cfg->request_timeout_s = (unsigned)n;
-    return rc;
-  }
-  if (strcmp(name, "drain-timeout") == 0 || strcmp(name, "drain_timeout") == 0) {
-    if ((rc = parse_size("--drain-timeout", v, 1, 3600, &n, err, errlen)) == 0)
-      cfg->drain_timeout_s = (unsigned)n;
-    return rc;
+    return set_str(&cfg->echo_path, v);
   }
   if (is(name, "jwt-alg")) {
     if (strcmp(v, "HS256") && strcmp(v, "RS256") && strcmp(v, "ES256"))
@@ -165,30 +189,8 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
   if (is(name, "jwt-public-key")) return set_str(&cfg->jwt_public_key_file, v);
   if (is(name, "jwt-audience")) return set_str(&cfg->jwt_audience, v);
   if (is(name, "jwt-issuer")) return set_str(&cfg->jwt_issuer, v);
-  if (is(name, "jwt-leeway")) {
-    if ((rc = parse_size("--jwt-leeway", v, 0, 60, &n, err, errlen)) == 0)
-      cfg->jwt_leeway_s = (unsigned)n;
-    return rc;
-  }
   if (is(name, "allowed-origins")) return set_str(&cfg->allowed_origins, v);
-  if (is(name, "auth-timeout")) {
-    if ((rc = parse_size("--auth-timeout", v, 1, 3600, &n, err, errlen)) == 0)
-      cfg->auth_timeout_s = (unsigned)n;
-    return rc;
-  }
-  if (is(name, "history-events"))
-    return parse_size("--history-events", v, 1, 1000000, &cfg->history_events, err, errlen);
-  if (is(name, "history-bytes"))
-    return parse_size("--history-bytes", v, 1024, (size_t)1 << 34, &cfg->history_bytes, err,
-                      errlen);
-  if (is(name, "history-memory"))
-    return parse_size("--history-memory", v, 1 << 16, (size_t)1 << 40, &cfg->history_memory,
-                      err, errlen);
-  if (is(name, "history-age")) {
-    if ((rc = parse_size("--history-age", v, 1, 7 * 86400, &n, err, errlen)) == 0)
-      cfg->history_age_s = (unsigned)n;
-    return rc;
-  }
+  if (is(name, "users")) return set_str(&cfg->users_file, v);
   if (is(name, "agent")) {
     if (strcmp(v, "demo") && strcmp(v, "webhook") && strcmp(v, "none"))
       return errf(err, errlen, "--agent: one of demo, webhook, none");
@@ -199,17 +201,6 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
       return errf(err, errlen, "--agent-url: an http:// or https:// URL");
     return set_str(&cfg->agent_url, v);
   }
-  if (is(name, "agent-timeout-ms")) {
-    if ((rc = parse_size("--agent-timeout-ms", v, 100, 600000, &n, err, errlen)) == 0)
-      cfg->agent_timeout_ms = (unsigned)n;
-    return rc;
-  }
-  if (is(name, "run-timeout")) {
-    if ((rc = parse_size("--run-timeout", v, 1, 86400, &n, err, errlen)) == 0)
-      cfg->run_timeout_s = (unsigned)n;
-    return rc;
-  }
-  if (is(name, "max-runs")) return parse_size("--max-runs", v, 1, 1000, &cfg->max_runs, err, errlen);
   if (is(name, "demo-pace")) { /* MS or MIN-MAX */
     unsigned lo, hi;
     int k = 0;
@@ -224,30 +215,7 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
     }
     return errf(err, errlen, "--demo-pace: MS or MIN-MAX (milliseconds, <= 60000)");
   }
-  if (is(name, "users")) return set_str(&cfg->users_file, v);
-  if (is(name, "token-ttl")) {
-    if ((rc = parse_size("--token-ttl", v, 60, 30 * 86400, &n, err, errlen)) == 0)
-      cfg->token_ttl_s = (unsigned)n;
-    return rc;
-  }
-  if (is(name, "socket-sndbuf")) {
-    if ((rc = parse_size("--socket-sndbuf", v, 0, 64 << 20, &n, err, errlen)) == 0)
-      cfg->sndbuf = (int)n;
-    return rc;
-  }
-  if (is(name, "max-user-connections")) {
-    if ((rc = parse_size("--max-user-connections", v, 1, 100000, &n, err, errlen)) == 0)
-      cfg->max_user_conns = (unsigned)n;
-    return rc;
-  }
-  if (is(name, "max-client-rate")) {
-    if ((rc = parse_size("--max-client-rate", v, 1, 60000, &n, err, errlen)) == 0)
-      cfg->max_client_rate = (unsigned)n;
-    return rc;
-  }
-  if (is(name, "max-batch"))
-    return parse_size("--max-batch", v, 1, 100000, &cfg->max_batch, err, errlen);
-  if (strcmp(name, "log-level") == 0 || strcmp(name, "log_level") == 0) {
+  if (is(name, "log-level")) {
     static const char *const levels[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++)
       if (strcmp(v, levels[i]) == 0) {

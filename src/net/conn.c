@@ -176,6 +176,19 @@ static void advance(hd_conn_t *c, size_t n) {
   }
 }
 
+/* Queues a new frame without the slow-consumer check (our own close, the
+ * welcome and resume replies); aborts the connection if memory runs out. */
+static void queue_new(hd_conn_t *c, unsigned opcode, const void *payload, size_t n) {
+  hd_frame_t *f = hd_frame_new(opcode, payload, n);
+  if (f == NULL || push(c, f) < 0) {
+    if (f) hd_frame_unref(f);
+    hd_conn_abort(c);
+    return;
+  }
+  hd_frame_unref(f);
+  mark_dirty(c);
+}
+
 /* The frame at position i of the queue (0 = head). */
 static hd_frame_t **qat(hd_conn_t *c, uint32_t i) {
   return &c->q[(c->qhead + i) % c->qcap];
@@ -673,21 +686,13 @@ static void send_control(hd_conn_t *c, unsigned opcode, const uint8_t *p, size_t
 void hd_conn_ws_close(hd_conn_t *c, uint16_t code, const char *reason) {
   uint8_t payload[HD_WS_MAX_CONTROL];
   size_t n;
-  hd_frame_t *f;
 
   if (c->state != HD_CONN_WS) return;
   n = hd_ws_close_payload(payload, code, reason);
   c->state = HD_CONN_CLOSING;
   c->deadline_s = c->w->now_s + srv_of(c)->cfg->close_timeout_s;
   /* Queued bytes do not count against the limit here: the close must go out. */
-  f = hd_frame_new(HD_WS_OP_CLOSE, payload, n);
-  if (f == NULL || push(c, f) < 0) {
-    if (f) hd_frame_unref(f);
-    hd_conn_abort(c);
-    return;
-  }
-  hd_frame_unref(f);
-  mark_dirty(c);
+  queue_new(c, HD_WS_OP_CLOSE, payload, n);
 }
 
 static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
@@ -722,16 +727,6 @@ static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
   }
 }
 
-static void push_text(hd_conn_t *c, const char *s, size_t n) {
-  hd_frame_t *f = hd_frame_new(HD_WS_OP_TEXT, s, n);
-  if (f == NULL || push(c, f) < 0) {
-    if (f) hd_frame_unref(f);
-    hd_conn_abort(c);
-    return;
-  }
-  hd_frame_unref(f);
-  mark_dirty(c);
-}
 
 int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
                          hd_attach_t *a) {
@@ -755,7 +750,7 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
                (int)hd__json_escape(esc, user_id, strlen(user_id)), esc,
                (unsigned long long)c->id, (unsigned long long)a->head_seq, a->epoch,
                srv->cfg->heartbeat_s);
-  push_text(c, msg, (size_t)n);
+  queue_new(c, HD_WS_OP_TEXT, msg, (size_t)n);
   for (size_t i = 0; i < a->nreplay; i++) {
     /* The replay bypasses the slow-consumer limit: a client reading at full
      * speed must not be closed for the size of its own backlog. */
@@ -775,7 +770,7 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
                  "{\"type\":\"resumed\",\"from_seq\":%llu,\"to_seq\":%llu,\"complete\":%s}",
                  (unsigned long long)a->since_seq + 1, (unsigned long long)a->head_seq,
                  a->complete && replayed == a->nreplay ? "true" : "false");
-    push_text(c, msg, (size_t)n);
+    queue_new(c, HD_WS_OP_TEXT, msg, (size_t)n);
   }
   hd_log(HD_LOG_DEBUG, "conn %llu: authenticated as %s%s", (unsigned long long)c->id, user_id,
          a->resume ? " (resume)" : "");

@@ -24,8 +24,8 @@ static void check_value(const char *expr, double want, int line) {
   hd_test_checks++;
   if (rc != 0 || fabs(v - want) > 1e-9 * (fabs(want) > 1 ? fabs(want) : 1)) {
     hd_test_failures++;
-    fprintf(stderr, "test_demo.c:%d: hd_calc_eval(\"%s\") = %d, %.17g; want 0, %.17g\n", line,
-            expr, rc, v, want);
+    fprintf(stderr, "test_demo.c:%d: hd_calc_eval(\"%s\") = %d, %.17g; want 0, %.17g\n",
+            line, expr, rc, v, want);
   }
 }
 #define EVAL_IS(expr, want) check_value((expr), (want), __LINE__)
@@ -36,16 +36,16 @@ static void check_error(const char *expr, int want_rc, int line) {
   hd_test_checks++;
   if (rc != want_rc) {
     hd_test_failures++;
-    fprintf(stderr, "test_demo.c:%d: hd_calc_eval(\"%.60s%s\") = %d (%s), want %d (%s)\n", line,
-            expr, strlen(expr) > 60 ? "..." : "", rc, hd_err_name(rc), want_rc,
+    fprintf(stderr, "test_demo.c:%d: hd_calc_eval(\"%.60s%s\") = %d (%s), want %d (%s)\n",
+            line, expr, strlen(expr) > 60 ? "..." : "", rc, hd_err_name(rc), want_rc,
             hd_err_name(want_rc));
   }
   /* A failed evaluation leaves *out alone. */
   hd_test_checks++;
   if (rc != 0 && v != 4242.0) {
     hd_test_failures++;
-    fprintf(stderr, "test_demo.c:%d: hd_calc_eval(\"%.60s\") failed but wrote %.17g\n", line,
-            expr, v);
+    fprintf(stderr, "test_demo.c:%d: hd_calc_eval(\"%.60s\") failed but wrote %.17g\n",
+            line, expr, v);
   }
 }
 #define EVAL_FAILS(expr, rc) check_error((expr), (rc), __LINE__)
@@ -93,11 +93,15 @@ static void test_signs(void) {
   EVAL_IS("3 x 4", 12);
   EVAL_IS("3x4", 12);
   EVAL_IS("3 X 4", 12);
-  EVAL_IS("3 \xC3\x97 4", 12);      /* × */
-  EVAL_IS("(2+3)\xC3\x97" "4", 20); /* (2+3)×4 */
-  EVAL_IS("12 \xC3\xB7 4", 3);      /* ÷ */
-  EVAL_IS("5 \xE2\x88\x92 3", 2);   /* − (U+2212) */
-  EVAL_IS("\xE2\x88\x92" "5", -5);  /* unary − */
+  EVAL_IS("3 \xC3\x97 4", 12); /* × */
+  EVAL_IS("(2+3)\xC3\x97"
+          "4",
+          20);                    /* (2+3)×4 */
+  EVAL_IS("12 \xC3\xB7 4", 3);    /* ÷ */
+  EVAL_IS("5 \xE2\x88\x92 3", 2); /* − (U+2212) */
+  EVAL_IS("\xE2\x88\x92"
+          "5",
+          -5); /* unary − */
   EVAL_IS("2 x 3 \xC3\xB7 6 \xE2\x88\x92 1", 0);
   /* "x" is multiplication, also right after a zero: not a C hex prefix. */
   EVAL_IS("0x5", 0);
@@ -137,7 +141,7 @@ static void test_errors(void) {
   EVAL_FAILS("12*7?", HD_EINVAL);
   EVAL_FAILS("1+abc", HD_EINVAL);
   EVAL_FAILS(".", HD_EINVAL);
-  EVAL_FAILS("\xC3", HD_EINVAL);   /* a cut UTF-8 sequence */
+  EVAL_FAILS("\xC3", HD_EINVAL);     /* a cut UTF-8 sequence */
   EVAL_FAILS("\xE2\x88", HD_EINVAL); /* a cut − */
 }
 
@@ -202,8 +206,8 @@ static void check_extract(const char *text, const char *want, int line) {
   hd_test_checks++;
   if (want == NULL ? found : (!found || strcmp(out, want) != 0)) {
     hd_test_failures++;
-    fprintf(stderr, "test_demo.c:%d: hd_calc_extract(\"%s\") = %s \"%s\"; want %s%s%s\n", line,
-            text, found ? "found" : "none", found ? out : "", want ? "\"" : "",
+    fprintf(stderr, "test_demo.c:%d: hd_calc_extract(\"%s\") = %s \"%s\"; want %s%s%s\n",
+            line, text, found ? "found" : "none", found ? out : "", want ? "\"" : "",
             want ? want : "none", want ? "\"" : "");
   }
 }
@@ -211,7 +215,10 @@ static void check_extract(const char *text, const char *want, int line) {
 
 static void test_extract(void) {
   EXTRACTS("what is 12*7?", "12*7");
-  EXTRACTS("compute (2+3)\xC3\x97" "4 please", "(2+3)\xC3\x97" "4");
+  EXTRACTS("compute (2+3)\xC3\x97"
+           "4 please",
+           "(2+3)\xC3\x97"
+           "4");
   EXTRACTS("3 x 4", "3 x 4");
   EXTRACTS("What is 3 x 4?", "3 x 4");
   EXTRACTS("12*7", "12*7");
@@ -241,9 +248,20 @@ static void test_extract(void) {
   /* Whatever is extracted always evaluates without a syntax error. */
   {
     static const char *const texts[] = {
-        "what is 12*7?", "compute (2+3)\xC3\x97" "4 please", "3 x 4", "2 + (3",
-        "1) + 2 (", "call 555-1234", "on 2024-01-15 at 10:30", "a - b - 1 - 2",
-        "x 2 x 3 x", "(((1+2", "1+2)))", ". . 1 . + . 2", "10 %  3 + 1",
+        "what is 12*7?",
+        "compute (2+3)\xC3\x97"
+        "4 please",
+        "3 x 4",
+        "2 + (3",
+        "1) + 2 (",
+        "call 555-1234",
+        "on 2024-01-15 at 10:30",
+        "a - b - 1 - 2",
+        "x 2 x 3 x",
+        "(((1+2",
+        "1+2)))",
+        ". . 1 . + . 2",
+        "10 %  3 + 1",
     };
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
       char out[256];
@@ -253,7 +271,8 @@ static void test_extract(void) {
         hd_test_checks++;
         if (rc == HD_EINVAL) {
           hd_test_failures++;
-          fprintf(stderr, "extract(\"%s\") = \"%s\" which does not parse\n", texts[i], out);
+          fprintf(stderr, "extract(\"%s\") = \"%s\" which does not parse\n", texts[i],
+                  out);
         }
       }
     }
