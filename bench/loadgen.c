@@ -17,10 +17,10 @@
  *       (the publisher puts its CLOCK_MONOTONIC send time in data.delta).
  *
  *   loadgen pub --port P --users U --api-key K [--rate R] [--batch B] [--conns C]
- *               [--duration D]
+ *               [--duration D] [--per-user K]
  *       C keep-alive publishers posting {"events":[...]} batches of B events to
- *       users u0..u(U-1) in turn, as fast as the server answers (R = 0) or
- *       paced at R events per second.
+ *       users u0..u(U-1) in turn (K consecutive events per user, default 1), as
+ *       fast as the server answers (R = 0) or paced at R events per second.
  *
  *   loadgen hs --port P [--conc 64] [--users U] [--warmup W] [--duration D]
  *       Short connections: connect, GET /ws with `Authorization: Bearer` (a
@@ -29,7 +29,7 @@
  *
  * Common: --host 127.0.0.1, --src-ips K (bind to 127.0.0.2 .. 127.0.0.(K+1) in
  * turn, for more source ports), HERALD_JWT_SECRET from the environment.
- * Output: one line of key=value pairs on stdout.
+ * Output: key=value pairs on stdout, the last line the load generator's own CPU time.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -60,7 +60,7 @@
 
 static const char *o_host = "127.0.0.1", *o_path = "/echo", *o_key = "", *o_secret;
 static int o_port, o_conns = 100, o_window = 32, o_size = 20, o_users = 0, o_batch = 1000;
-static int o_conc = 64, o_src_ips = 0, o_hold = 0, o_user_base = 0;
+static int o_conc = 64, o_src_ips = 0, o_hold = 0, o_user_base = 0, o_per_user = 1;
 static double o_warmup = 2, o_duration = 10, o_rate = 0;
 
 static void die(const char *m) {
@@ -596,7 +596,7 @@ static void pub_send(conn_t *c) {
   body.len = body.off = 0;
   buf_add(&body, "{\"events\":[", 11);
   for (int i = 0; i < o_batch; i++) {
-    int u = (int)(pub_next_user++ % (uint64_t)users);
+    int u = (int)(pub_next_user++ / (uint64_t)o_per_user % (uint64_t)users);
     int n = snprintf(ev, sizeof ev,
                      "%s{\"user_id\":\"u%d\",\"thread_id\":\"t1\",\"run_id\":\"r1\","
                      "\"type\":\"agent_message\",\"data\":{\"delta\":\"T%llu\"}}",
@@ -795,6 +795,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--size")) o_size = atoi(v);
     else if (!strcmp(a, "--users")) o_users = atoi(v);
     else if (!strcmp(a, "--user-base")) o_user_base = atoi(v);
+    else if (!strcmp(a, "--per-user")) o_per_user = atoi(v) > 0 ? atoi(v) : 1;
     else if (!strcmp(a, "--batch")) o_batch = atoi(v);
     else if (!strcmp(a, "--conc")) o_conc = atoi(v);
     else if (!strcmp(a, "--src-ips")) o_src_ips = atoi(v);
@@ -834,6 +835,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "loadgen: unknown mode %s\n", mode);
     return 2;
   }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  printf("loadgen_cpu_s=%.3f\n", (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                                     (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
   fflush(stdout);
   return 0;
 }

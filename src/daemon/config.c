@@ -145,7 +145,7 @@ static const num_opt_t nums[] = {
     NUM("max-client-rate", max_client_rate, 1, 60000),
     NUM("max-batch", max_batch, 1, 100000),
     NUM("history-events", history_events, 1, 1000000),
-    NUM("history-bytes", history_bytes, 1024, (size_t)1 << 34),
+    NUM("history-bytes", history_bytes, 1024, (size_t)1 << 30),
     NUM("history-age", history_age_s, 1, 7 * 86400),
     NUM("history-memory", history_memory, 1 << 16, (size_t)1 << 40),
     NUM("agent-timeout-ms", agent_timeout_ms, 100, 600000),

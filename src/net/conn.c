@@ -63,9 +63,7 @@ static void on_closed(uv_handle_t *h) {
     c->qlen--;
   }
   free(c->q);
-  free(c->stash);
   if (c->endpoint == HD_EP_CLIENT && !c->authed) free(c->pending);
-  c->stash = NULL;
   hd_ws_reader_dispose(&c->ws);
   hd_http_parser_free(c->http);
   c->http = NULL;
@@ -564,6 +562,17 @@ void hd_conn_upgrade(hd_conn_t *c, const hd_http_req_t *req, int endpoint) {
   atomic_fetch_add(&c->w->stats.ws_conns, 1);
 }
 
+/* A request handled off the loop (hd_conn_defer). */
+typedef struct hd_defer_s {
+  uv_work_t req;
+  hd_conn_t *c;
+  void (*work)(void *arg);
+  void (*done)(hd_conn_t *c, void *arg);
+  void *arg;
+  uint8_t *stash; /* bytes that followed the request (pipelining) */
+  size_t stash_len;
+} defer_t;
+
 static void http_feed(hd_conn_t *c, uint8_t *p, size_t n) {
   while (n > 0 && c->state == HD_CONN_HTTP && !c->close_after_write) {
     size_t used = 0;
@@ -597,11 +606,11 @@ static void http_feed(hd_conn_t *c, uint8_t *p, size_t n) {
     if (c->state != HD_CONN_HTTP) return;
     hd_http_parser_next(c->http);
     c->deadline_s = c->w->now_s + srv_of(c)->cfg->request_timeout_s;
-    if (c->deferred) {
+    if (c->defer) {
       /* Answers go out in order: keep what follows until the handler is done. */
-      if (n && (c->stash = malloc(n)) != NULL) {
-        memcpy(c->stash, p, n);
-        c->stash_len = n;
+      if (n && (c->defer->stash = malloc(n)) != NULL) {
+        memcpy(c->defer->stash, p, n);
+        c->defer->stash_len = n;
       } else if (n) {
         hd_conn_abort(c);
       }
@@ -610,13 +619,6 @@ static void http_feed(hd_conn_t *c, uint8_t *p, size_t n) {
   }
 }
 
-typedef struct {
-  uv_work_t req;
-  hd_conn_t *c;
-  void (*work)(void *arg);
-  void (*done)(hd_conn_t *c, void *arg);
-  void *arg;
-} defer_t;
 
 static void defer_work(uv_work_t *req) {
   defer_t *d = req->data;
@@ -627,19 +629,15 @@ static void defer_done(uv_work_t *req, int status) {
   defer_t *d = req->data;
   hd_conn_t *c = d->c;
 
-  c->deferred = false;
+  c->defer = NULL;
   d->done(c, d->arg);
-  free(d);
   if (c->state == HD_CONN_HTTP) {
-    uint8_t *stash = c->stash;
-    size_t n = c->stash_len;
-    c->stash = NULL;
-    c->stash_len = 0;
-    if (n) http_feed(c, stash, n);
-    free(stash);
-    if (c->state == HD_CONN_HTTP && !c->deferred)
+    if (d->stash_len) http_feed(c, d->stash, d->stash_len);
+    if (c->state == HD_CONN_HTTP && c->defer == NULL)
       uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   }
+  free(d->stash);
+  free(d);
   hd_conn_unref(c);
 }
 
@@ -649,14 +647,14 @@ int hd_conn_defer(hd_conn_t *c, void (*work)(void *arg),
   int rc;
 
   if (d == NULL) return UV_ENOMEM;
-  *d = (defer_t){.c = c, .work = work, .done = done, .arg = arg};
+  *d = (defer_t){.c = c, .work = work, .done = done, .arg = arg, .stash = NULL};
   d->req.data = d;
   if ((rc = uv_queue_work(&c->w->loop, &d->req, defer_work, defer_done)) != 0) {
     free(d);
     return rc;
   }
   atomic_fetch_add(&c->refs, 1);
-  c->deferred = true;
+  c->defer = d;
   uv_read_stop((uv_stream_t *)&c->tcp);
   return 0;
 }

@@ -108,8 +108,8 @@ struct hd_conn_s {
   hd_frame_t **q;         /* send queue: a ring of shared frames */
   uv_write_t *wreq;       /* the write in flight, if any */
   uint64_t id;
-  size_t queued;          /* bytes queued and not yet written */
-  size_t grace;           /* of those, resume replay not counted against the limit */
+  uint32_t queued;        /* bytes queued and not yet written (< 4 GiB by the limits) */
+  uint32_t grace;         /* of those, resume replay not counted against the limit */
   hd_ws_reader_t ws;
   uint32_t qhead, qlen, qcap;
   uint32_t head_off;      /* bytes of q[qhead] already written */
@@ -125,9 +125,7 @@ struct hd_conn_s {
   bool close_after_write; /* close TCP once the queue drains */
   bool shut;              /* uv_shutdown issued */
   bool authed;            /* CLIENT: the user is known and registered */
-  bool deferred;          /* HTTP: a handler is working off the loop */
-  uint8_t *stash;         /* HTTP: bytes read while deferred (pipelining) */
-  size_t stash_len;
+  struct hd_defer_s *defer; /* HTTP: a handler working off the loop, or NULL */
   atomic_bool inbox_lost; /* an inbox push failed: close, there is a gap */
 };
 

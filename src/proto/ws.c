@@ -54,9 +54,9 @@ static int fail(hd_ws_reader_t *r, int err, uint16_t code) {
 }
 
 void hd_ws_reader_init(hd_ws_reader_t *r, size_t max_message) {
-  assert(max_message > 0);
+  assert(max_message > 0 && max_message <= UINT32_MAX);
   memset(r, 0, sizeof(*r));
-  r->max_message = max_message;
+  r->max_message = (uint32_t)max_message;
 }
 
 void hd_ws_reader_dispose(hd_ws_reader_t *r) {
@@ -193,7 +193,7 @@ static int reserve(hd_ws_reader_t *r, size_t extra) {
   p = realloc(r->buf, cap);
   if (p == NULL) return HD_ENOMEM;
   r->buf = p;
-  r->buf_cap = cap;
+  r->buf_cap = (uint32_t)cap;
   return 0;
 }
 
@@ -244,7 +244,7 @@ static int take_payload(hd_ws_reader_t *r, uint8_t *p, size_t n, hd_ws_event_t *
   r->mask_pos = (uint8_t)hd_ws_unmask(r->buf + r->buf_len, k, r->mask, r->mask_pos);
   if (text && hd_utf8_feed(&r->utf8, r->buf + r->buf_len, k) < 0)
     return fail(r, HD_EUTF8, HD_WS_CLOSE_BAD_DATA);
-  r->buf_len += k;
+  r->buf_len += (uint32_t)k;
   r->remaining -= k;
   if (r->remaining == 0) {
     r->state = ST_HEADER;

@@ -79,10 +79,10 @@ typedef struct {
 
 typedef struct hd_ws_reader_s {
   uint64_t remaining;   /* payload bytes still to come in the current frame */
-  size_t max_message;   /* limit on a (reassembled) data message */
   uint8_t *buf;         /* assembly buffer for data spanning reads; heap or NULL */
-  size_t buf_len;
-  size_t buf_cap;
+  uint32_t max_message; /* limit on a (reassembled) data message, < 4 GiB */
+  uint32_t buf_len;
+  uint32_t buf_cap;
   uint8_t *ctl;         /* partial control frame payload; heap or NULL */
   uint8_t ctl_len;
   uint8_t hdr[14];      /* header bytes of a header split across reads */
