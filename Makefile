@@ -19,7 +19,8 @@ build: deps $(BUILD)/CMakeCache.txt
 
 run:
 	@scripts/deps.sh --run
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory $(BUILD)/CMakeCache.txt
+	@cmake --build $(BUILD) -j$(JOBS) --target heraldd herald_cli
 	@scripts/run.sh
 
 test: build

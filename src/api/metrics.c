@@ -100,6 +100,9 @@ void hd_api_metrics(hd_conn_t *c, const hd_http_req_t *req) {
          SUM(accepted));
   metric(&o, "herald_http_requests_total", "counter", "HTTP requests parsed",
          SUM(http_requests));
+  metric(&o, "herald_http_errors_total", "counter",
+         "HTTP answers with a status of 400 or more (bad requests, refused handshakes, "
+         "API errors, failed logins)", SUM(http_errors));
   metric(&o, "herald_ws_upgrades_total", "counter", "Successful WebSocket handshakes",
          SUM(ws_upgrades));
   metric(&o, "herald_ws_messages_received_total", "counter", "Client WebSocket messages",

@@ -481,6 +481,7 @@ void hd_conn_respond(hd_conn_t *c, int status, const char *content_type,
   int n;
 
   if (srv_of(c)->draining) keep_alive = false;
+  if (status >= 400) atomic_fetch_add(&c->w->stats.http_errors, 1);
   n = snprintf(head, sizeof(head),
                "HTTP/1.1 %d %s\r\n"
                "Content-Type: %s\r\n"

@@ -41,6 +41,7 @@ typedef struct {
   atomic_uint_fast64_t timeouts;
   atomic_uint_fast64_t auth_failures;
   atomic_uint_fast64_t client_errors; /* error replies to client messages */
+  atomic_uint_fast64_t http_errors;   /* HTTP answers with a status >= 400 */
   atomic_int_fast64_t conns;    /* open TCP connections */
   atomic_int_fast64_t ws_conns; /* open WebSocket connections */
 } hd_worker_stats_t;
