@@ -322,9 +322,9 @@ static void on_signal(int s) {
   stop_flag = 1;
 }
 
-static void loop_once(int timeout_ms) {
+static void loop_wait(const struct timespec *ts) {
   struct epoll_event evs[512];
-  int n = epoll_wait(ep, evs, 512, timeout_ms);
+  int n = epoll_pwait2(ep, evs, 512, ts, NULL);
   if (n < 0 && errno != EINTR) die("epoll_wait");
   for (int i = 0; i < n; i++) {
     conn_t *c = evs[i].data.ptr;
@@ -341,6 +341,11 @@ static void loop_once(int timeout_ms) {
     }
     conn_io(c);
   }
+}
+
+static void loop_once(int timeout_ms) {
+  struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};
+  loop_wait(&ts);
 }
 
 /* ---- mode: echo ------------------------------------------------------------------- */
@@ -670,13 +675,17 @@ static void run_pub(void) {
       pub_next_send += interval;
       t = now_ns();
     }
-    int wait = 10;
-    if (interval) {
+    /* sleep until the next paced send (ns precision: no busy loop) */
+    uint64_t wait_ns = 10000000;
+    bool idle = false;
+    for (int i = 0; i < o_conns; i++) idle |= conns[i].state == S_HTTP && !conns[i].busy;
+    if (interval && idle) {
       t = now_ns();
-      wait = pub_next_send > t ? (int)((pub_next_send - t) / 1000000) : 0;
-      if (wait > 10) wait = 10;
+      wait_ns = pub_next_send > t ? pub_next_send - t : 0;
+      if (wait_ns > 10000000) wait_ns = 10000000;
     }
-    loop_once(wait);
+    struct timespec ts = {0, (long)wait_ns};
+    loop_wait(&ts);
   }
   double secs = (double)(now_ns() - t0) / 1e9;
   printf("mode=pub batch=%d conns=%d events_sent=%llu batches_done=%llu delivered=%llu errors=%llu "
