@@ -34,7 +34,9 @@ static void error_reply(hd_conn_t *c, const hd_http_req_t *req, int status, cons
 static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   hd_server_t *srv = c->w->srv;
   json_error_t jerr;
-  json_t *body, *list, *results = NULL;
+  json_t *body, *list;
+  char *reply = NULL;
+  size_t rlen = 0;
   hd_event_json_t *evs = NULL;
   size_t n = 0, i;
   bool batch;
@@ -87,7 +89,11 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
       goto done;
     }
   }
-  results = json_array();
+  if ((reply = malloc(16 + 64 * n)) == NULL) { /* 64 > the longest {"seq":..} */
+    error_reply(c, req, 500, "internal", "out of memory");
+    goto done;
+  }
+  rlen = (size_t)sprintf(reply, "%s", batch ? "{\"results\":[" : "");
   for (i = 0; i < n; i++) {
     hd_publish_result_t r;
     int rc = hd_manager_publish(srv->manager, evs[i].user_id, &evs[i].ev, &r);
@@ -108,21 +114,15 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
       error_reply(c, req, 500, "internal", hd_strerror(rc));
       goto done;
     }
-    json_array_append_new(results, json_pack("{s:I, s:i}", "seq", (json_int_t)r.seq,
-                                             "delivered", (int)r.delivered));
+    rlen += (size_t)sprintf(reply + rlen, "%s{\"seq\":%llu,\"delivered\":%u}", i ? "," : "",
+                            (unsigned long long)r.seq, (unsigned)r.delivered);
   }
-  {
-    json_t *out = batch ? json_pack("{s:O}", "results", results)
-                        : json_incref(json_array_get(results, 0));
-    char *s = json_dumps(out, JSON_COMPACT);
-    hd_conn_respond_json(c, 200, s ? s : "{}", req->keep_alive);
-    free(s);
-    json_decref(out);
-  }
+  if (batch) rlen += (size_t)sprintf(reply + rlen, "]}");
+  hd_conn_respond(c, 200, "application/json", reply, rlen, NULL, req->keep_alive);
 done:
   for (i = 0; evs && i < n; i++) free(evs[i].data);
   free(evs);
-  json_decref(results);
+  free(reply);
   json_decref(body);
 }
 

@@ -532,12 +532,14 @@ size_t hd__json_escape(char *out, const char *s, size_t n) {
   return (size_t)(o - out);
 }
 
-/* Everything of the envelope after the epoch: built outside the lock. */
-static char *encode_suffix(const hd_event_t *ev, int64_t ts, size_t *len) {
+/* Everything of the envelope after the epoch: built outside the lock, in buf
+ * (cap bytes) when it fits, else in a malloc'ed block. */
+static char *encode_suffix(const hd_event_t *ev, int64_t ts, char *buf, size_t cap,
+                           size_t *len) {
   size_t tl = ev->thread_id ? strlen(ev->thread_id) : 0;
   size_t rl = ev->run_id ? strlen(ev->run_id) : 0;
-  size_t cap = 128 + 6 * (tl + rl) + ev->data_len;
-  char *p = malloc(cap), *o = p;
+  size_t need = 128 + 6 * (tl + rl) + ev->data_len;
+  char *p = need <= cap ? buf : malloc(need), *o = p;
 
   if (p == NULL) return NULL;
   if (ev->thread_id) {
@@ -596,7 +598,7 @@ static int check_run(hd_user_t *u, const hd_event_t *ev, size_t max_runs) {
 
 static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
                    size_t max_runs, hd_publish_result_t *res) {
-  char prefix[64], digits[32 + HD_EPOCH_LEN];
+  char prefix[64], digits[32 + HD_EPOCH_LEN], sbuf[2048];
   size_t n, plen, dlen, slen;
   uint64_t h;
   shard_t *s;
@@ -611,7 +613,7 @@ static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
   if (atomic_load(&m->draining)) return HD_EBUSY;
   plen = (size_t)snprintf(prefix, sizeof(prefix), "{\"type\":\"%s\",\"seq\":",
                           type_names[ev->type]);
-  if ((suffix = encode_suffix(ev, ts, &slen)) == NULL) return HD_ENOMEM;
+  if ((suffix = encode_suffix(ev, ts, sbuf, sizeof(sbuf), &slen)) == NULL) return HD_ENOMEM;
   h = hash_id(m, user_id, n);
   s = shard_of(m, h);
 
@@ -649,7 +651,7 @@ static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
   pthread_mutex_unlock(&s->lock);
 
   hd_frame_unref(f);
-  free(suffix);
+  if (suffix != sbuf) free(suffix);
   atomic_fetch_add(&m->published, 1);
   atomic_fetch_add(&m->deliveries, delivered);
   if (atomic_load(&m->hist_total) > m->limits.max_total) evict_global(m);
@@ -657,7 +659,7 @@ static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
 
 fail_locked:
   pthread_mutex_unlock(&s->lock);
-  free(suffix);
+  if (suffix != sbuf) free(suffix);
   return rc;
 }
 

@@ -850,6 +850,13 @@ void hd_conn_sweep(hd_conn_t *c) {
     }
     break;
   case HD_CONN_WS:
+    if (c->qlen == 0 && c->q && c->wreq == NULL) {
+      /* An idle connection gives its send ring back; a busy one reallocates
+       * it at most once per sweep. */
+      free(c->q);
+      c->q = NULL;
+      c->qcap = c->qhead = 0;
+    }
     if (atomic_load(&c->inbox_lost)) {
       hd_conn_ws_close(c, HD_WS_CLOSE_INTERNAL, "events lost: reconnect to resume");
     } else if (c->endpoint == HD_EP_CLIENT && !c->authed &&
