@@ -7,7 +7,8 @@
  *       `size` bytes in flight; prints the echoes received per second, counted
  *       over `duration` seconds after `warmup`.
  *
- *   loadgen sub --port P --conns N [--users U] [--user-base B] [--warmup W] [--duration D]
+ *   loadgen sub --port P --conns N [--users U] [--user-base B] [--warmup W] [--duration
+ * D]
  *               [--hold]
  *       N authenticated /ws connections (connection i is user "u<B + i % U>", token in
  *       ?access_token=). Prints "READY <ms>" once every welcome arrived. With
@@ -106,7 +107,8 @@ static void buf_add(buf_t *b, const void *d, size_t n) {
 /* ---- tokens ------------------------------------------------------------------ */
 
 static size_t b64url(const unsigned char *in, size_t n, char *out) {
-  static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   size_t o = 0, i = 0;
   for (; i + 2 < n; i += 3) {
     uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
@@ -128,12 +130,14 @@ static char *mint(int user) {
   char payload[128], tok[512];
   unsigned char mac[32];
   unsigned int maclen = 32;
-  int n = snprintf(payload, sizeof payload, "{\"sub\":\"u%d\",\"exp\":%lld}", o_user_base + user,
-                   (long long)time(NULL) + 3600);
-  size_t o = b64url((const unsigned char *)"{\"alg\":\"HS256\",\"typ\":\"JWT\"}", 27, tok);
+  int n = snprintf(payload, sizeof payload, "{\"sub\":\"u%d\",\"exp\":%lld}",
+                   o_user_base + user, (long long)time(NULL) + 3600);
+  size_t o =
+      b64url((const unsigned char *)"{\"alg\":\"HS256\",\"typ\":\"JWT\"}", 27, tok);
   tok[o++] = '.';
   o += b64url((unsigned char *)payload, (size_t)n, tok + o);
-  HMAC(EVP_sha256(), o_secret, (int)strlen(o_secret), (unsigned char *)tok, o, mac, &maclen);
+  HMAC(EVP_sha256(), o_secret, (int)strlen(o_secret), (unsigned char *)tok, o, mac,
+       &maclen);
   tok[o++] = '.';
   b64url(mac, 32, tok + o);
   return strdup(tok);
@@ -244,26 +248,31 @@ static void send_upgrade(conn_t *c, const char *path, const char *token, bool be
   char req[1024];
   int n;
   if (token && bearer)
-    n = snprintf(req, sizeof req,
-                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                 "Authorization: Bearer %s\r\n\r\n",
-                 path, o_host, o_port, token);
+    n = snprintf(
+        req, sizeof req,
+        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Authorization: Bearer %s\r\n\r\n",
+        path, o_host, o_port, token);
   else if (token)
-    n = snprintf(req, sizeof req,
-                 "GET %s?access_token=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n",
-                 path, token, o_host, o_port);
+    n = snprintf(
+        req, sizeof req,
+        "GET %s?access_token=%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n",
+        path, token, o_host, o_port);
   else
-    n = snprintf(req, sizeof req,
-                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                 path, o_host, o_port);
+    n = snprintf(
+        req, sizeof req,
+        "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
+        "13\r\n\r\n",
+        path, o_host, o_port);
   buf_add(&c->out, req, (size_t)n);
 }
 
-/* Consumes the HTTP upgrade response from c->in. 1: done (101), 0: need more, -1: refused. */
+/* Consumes the HTTP upgrade response from c->in. 1: done (101), 0: need more, -1:
+ * refused. */
 static int take_upgrade(conn_t *c) {
   char *s = c->in.p + c->in.off;
   size_t n = c->in.len - c->in.off;
@@ -406,7 +415,8 @@ static void run_echo(void) {
   for (int i = 0; i < o_size; i++) echo_frame[6 + i] = (char)(msg[i] ^ MASK[i & 3]);
   conns = calloc((size_t)o_conns, sizeof *conns);
   for (int i = 0; i < o_conns; i++) conn_open(&conns[i]);
-  uint64_t t0 = now_ns(), tw = t0 + (uint64_t)(o_warmup * 1e9), te = tw + (uint64_t)(o_duration * 1e9);
+  uint64_t t0 = now_ns(), tw = t0 + (uint64_t)(o_warmup * 1e9),
+           te = tw + (uint64_t)(o_duration * 1e9);
   uint64_t m0 = 0, t_start = 0;
   bool measuring = false;
   for (;;) {
@@ -421,7 +431,8 @@ static void run_echo(void) {
       double secs = (double)(t - t_start) / 1e9;
       int open = 0;
       for (int i = 0; i < o_conns; i++) open += conns[i].state == S_OPEN;
-      printf("mode=echo conns=%d open=%d window=%d size=%d msgs=%llu secs=%.3f msgs_per_s=%.0f "
+      printf("mode=echo conns=%d open=%d window=%d size=%d msgs=%llu secs=%.3f "
+             "msgs_per_s=%.0f "
              "connect_errors=%ld closed=%ld\n",
              o_conns, open, o_window, o_size, (unsigned long long)(n_msgs - m0), secs,
              (double)(n_msgs - m0) / secs, n_connect_errors, n_closed_by_server);
@@ -430,13 +441,15 @@ static void run_echo(void) {
   }
 }
 
-/* ---- mode: sub ---------------------------------------------------------------------- */
+/* ---- mode: sub ----------------------------------------------------------------------
+ */
 
 #define LAT_BUCKETS 200000 /* 10 us each: up to 2 s */
 static uint32_t *lat_hist;
 static uint64_t lat_over, lat_n;
 static int n_welcomed;
-static uint64_t first_event_ns, win_start, win_end, n_events_win, n_frames_win, n_events_all;
+static uint64_t first_event_ns, win_start, win_end, n_events_win, n_frames_win,
+    n_events_all;
 static char **tokens;
 
 static void record_events(const char *pl, size_t len, uint64_t t) {
@@ -536,7 +549,9 @@ static void sub_io(conn_t *c) {
   }
 }
 
-static int users_of(void) { return o_users > 0 ? o_users : o_conns; }
+static int users_of(void) {
+  return o_users > 0 ? o_users : o_conns;
+}
 
 static void run_sub(void) {
   int users = users_of();
@@ -549,7 +564,8 @@ static void run_sub(void) {
   int opened = 0;
   while (n_welcomed + n_bad_upgrade + n_connect_errors + n_closed_by_server < o_conns) {
     while (opened < o_conns &&
-           opened - (n_welcomed + n_bad_upgrade + n_connect_errors + n_closed_by_server) < 256) {
+           opened - (n_welcomed + n_bad_upgrade + n_connect_errors + n_closed_by_server) <
+               256) {
       conns[opened].user = opened % users;
       conn_open(&conns[opened]);
       opened++;
@@ -557,9 +573,10 @@ static void run_sub(void) {
     loop_once(10);
     if (now_ns() - t0 > 120e9) break;
   }
-  printf("READY welcomed=%d connect_ms=%.0f bad_upgrade=%ld connect_errors=%ld closed=%ld\n",
-         n_welcomed, (double)(now_ns() - t0) / 1e6, n_bad_upgrade, n_connect_errors,
-         n_closed_by_server);
+  printf(
+      "READY welcomed=%d connect_ms=%.0f bad_upgrade=%ld connect_errors=%ld closed=%ld\n",
+      n_welcomed, (double)(now_ns() - t0) / 1e6, n_bad_upgrade, n_connect_errors,
+      n_closed_by_server);
   fflush(stdout);
   if (o_hold) {
     struct pollfd pfd = {.fd = 0, .events = POLLIN};
@@ -579,18 +596,22 @@ static void run_sub(void) {
     if (first_event_ns ? t >= win_end : t >= deadline) break;
   }
   double secs = o_duration;
-  printf("mode=sub conns=%d users=%d welcomed=%d events=%llu frames=%llu events_total=%llu secs=%.3f "
+  printf("mode=sub conns=%d users=%d welcomed=%d events=%llu frames=%llu "
+         "events_total=%llu secs=%.3f "
          "events_per_s=%.0f lat_n=%llu p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f "
          "max_over_2s=%llu closed=%ld\n",
          o_conns, users, n_welcomed, (unsigned long long)n_events_win,
          (unsigned long long)n_frames_win, (unsigned long long)n_events_all, secs,
-         (double)n_events_win / secs, (unsigned long long)lat_n, lat_pct(0.5), lat_pct(0.9),
-         lat_pct(0.99), lat_pct(0.999), (unsigned long long)lat_over, n_closed_by_server);
+         (double)n_events_win / secs, (unsigned long long)lat_n, lat_pct(0.5),
+         lat_pct(0.9), lat_pct(0.99), lat_pct(0.999), (unsigned long long)lat_over,
+         n_closed_by_server);
 }
 
-/* ---- mode: pub ------------------------------------------------------------------------- */
+/* ---- mode: pub
+ * ------------------------------------------------------------------------- */
 
-static uint64_t pub_next_user, pub_events_sent, pub_batches_done, pub_delivered, pub_errors;
+static uint64_t pub_next_user, pub_events_sent, pub_batches_done, pub_delivered,
+    pub_errors;
 static uint64_t pub_next_send;
 
 static void pub_send(conn_t *c) {
@@ -610,10 +631,11 @@ static void pub_send(conn_t *c) {
   }
   buf_add(&body, "]}", 2);
   char hdr[256];
-  int n = snprintf(hdr, sizeof hdr,
-                   "POST /api/v1/publish HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
-                   "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                   o_host, o_port, o_key, body.len);
+  int n = snprintf(
+      hdr, sizeof hdr,
+      "POST /api/v1/publish HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\n"
+      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+      o_host, o_port, o_key, body.len);
   buf_add(&c->out, hdr, (size_t)n);
   buf_add(&c->out, body.p, body.len);
   c->busy = true;
@@ -688,14 +710,17 @@ static void run_pub(void) {
     loop_wait(&ts);
   }
   double secs = (double)(now_ns() - t0) / 1e9;
-  printf("mode=pub batch=%d conns=%d events_sent=%llu batches_done=%llu delivered=%llu errors=%llu "
+  printf("mode=pub batch=%d conns=%d events_sent=%llu batches_done=%llu delivered=%llu "
+         "errors=%llu "
          "secs=%.3f sent_per_s=%.0f closed=%ld\n",
          o_batch, o_conns, (unsigned long long)pub_events_sent,
          (unsigned long long)pub_batches_done, (unsigned long long)pub_delivered,
-         (unsigned long long)pub_errors, secs, (double)pub_events_sent / secs, n_closed_by_server);
+         (unsigned long long)pub_errors, secs, (double)pub_events_sent / secs,
+         n_closed_by_server);
 }
 
-/* ---- mode: hs ----------------------------------------------------------------------------- */
+/* ---- mode: hs
+ * ----------------------------------------------------------------------------- */
 
 static uint64_t hs_done, hs_failed, hs_next_user;
 
@@ -746,7 +771,8 @@ static void run_hs(void) {
   for (int i = 0; i < users; i++) tokens[i] = mint(i);
   conns = calloc((size_t)o_conc, sizeof *conns);
   for (int i = 0; i < o_conc; i++) hs_start(&conns[i]);
-  uint64_t t0 = now_ns(), tw = t0 + (uint64_t)(o_warmup * 1e9), te = tw + (uint64_t)(o_duration * 1e9);
+  uint64_t t0 = now_ns(), tw = t0 + (uint64_t)(o_warmup * 1e9),
+           te = tw + (uint64_t)(o_duration * 1e9);
   uint64_t d0 = 0, f0 = 0, ts = 0;
   bool measuring = false;
   for (;;) {
@@ -755,25 +781,36 @@ static void run_hs(void) {
     if (!measuring && t >= tw) measuring = true, d0 = hs_done, f0 = hs_failed, ts = t;
     if (t >= te) {
       double secs = (double)(t - ts) / 1e9;
-      printf("mode=hs conc=%d users=%d handshakes=%llu failed=%llu secs=%.3f hs_per_s=%.0f "
-             "connect_errors=%ld\n",
-             o_conc, users, (unsigned long long)(hs_done - d0),
-             (unsigned long long)(hs_failed - f0), secs, (double)(hs_done - d0) / secs,
-             n_connect_errors);
+      printf(
+          "mode=hs conc=%d users=%d handshakes=%llu failed=%llu secs=%.3f hs_per_s=%.0f "
+          "connect_errors=%ld\n",
+          o_conc, users, (unsigned long long)(hs_done - d0),
+          (unsigned long long)(hs_failed - f0), secs, (double)(hs_done - d0) / secs,
+          n_connect_errors);
       return;
     }
   }
 }
 
-/* ---- main ------------------------------------------------------------------------------------- */
+/* ---- main
+ * -------------------------------------------------------------------------------------
+ */
 
 static void conn_io(conn_t *c) {
   extern int g_mode;
   switch (g_mode) {
-  case 0: echo_io(c); break;
-  case 1: sub_io(c); break;
-  case 2: pub_io(c); break;
-  default: hs_io(c); break;
+  case 0:
+    echo_io(c);
+    break;
+  case 1:
+    sub_io(c);
+    break;
+  case 2:
+    pub_io(c);
+    break;
+  default:
+    hs_io(c);
+    break;
   }
 }
 
@@ -796,22 +833,38 @@ int main(int argc, char **argv) {
       return 2;
     }
     i++;
-    if (!strcmp(a, "--host")) o_host = v;
-    else if (!strcmp(a, "--port")) o_port = atoi(v);
-    else if (!strcmp(a, "--path")) o_path = v;
-    else if (!strcmp(a, "--conns")) o_conns = atoi(v);
-    else if (!strcmp(a, "--window")) o_window = atoi(v);
-    else if (!strcmp(a, "--size")) o_size = atoi(v);
-    else if (!strcmp(a, "--users")) o_users = atoi(v);
-    else if (!strcmp(a, "--user-base")) o_user_base = atoi(v);
-    else if (!strcmp(a, "--per-user")) o_per_user = atoi(v) > 0 ? atoi(v) : 1;
-    else if (!strcmp(a, "--batch")) o_batch = atoi(v);
-    else if (!strcmp(a, "--conc")) o_conc = atoi(v);
-    else if (!strcmp(a, "--src-ips")) o_src_ips = atoi(v);
-    else if (!strcmp(a, "--warmup")) o_warmup = atof(v);
-    else if (!strcmp(a, "--duration")) o_duration = atof(v);
-    else if (!strcmp(a, "--rate")) o_rate = atof(v);
-    else if (!strcmp(a, "--api-key")) o_key = v;
+    if (!strcmp(a, "--host"))
+      o_host = v;
+    else if (!strcmp(a, "--port"))
+      o_port = atoi(v);
+    else if (!strcmp(a, "--path"))
+      o_path = v;
+    else if (!strcmp(a, "--conns"))
+      o_conns = atoi(v);
+    else if (!strcmp(a, "--window"))
+      o_window = atoi(v);
+    else if (!strcmp(a, "--size"))
+      o_size = atoi(v);
+    else if (!strcmp(a, "--users"))
+      o_users = atoi(v);
+    else if (!strcmp(a, "--user-base"))
+      o_user_base = atoi(v);
+    else if (!strcmp(a, "--per-user"))
+      o_per_user = atoi(v) > 0 ? atoi(v) : 1;
+    else if (!strcmp(a, "--batch"))
+      o_batch = atoi(v);
+    else if (!strcmp(a, "--conc"))
+      o_conc = atoi(v);
+    else if (!strcmp(a, "--src-ips"))
+      o_src_ips = atoi(v);
+    else if (!strcmp(a, "--warmup"))
+      o_warmup = atof(v);
+    else if (!strcmp(a, "--duration"))
+      o_duration = atof(v);
+    else if (!strcmp(a, "--rate"))
+      o_rate = atof(v);
+    else if (!strcmp(a, "--api-key"))
+      o_key = v;
     else {
       fprintf(stderr, "loadgen: unknown option %s\n", a);
       return 2;
@@ -836,10 +889,14 @@ int main(int argc, char **argv) {
   }
   ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) die("epoll_create1");
-  if (!strcmp(mode, "echo")) g_mode = 0, run_echo();
-  else if (!strcmp(mode, "sub")) g_mode = 1, run_sub();
-  else if (!strcmp(mode, "pub")) g_mode = 2, run_pub();
-  else if (!strcmp(mode, "hs")) g_mode = 3, run_hs();
+  if (!strcmp(mode, "echo"))
+    g_mode = 0, run_echo();
+  else if (!strcmp(mode, "sub"))
+    g_mode = 1, run_sub();
+  else if (!strcmp(mode, "pub"))
+    g_mode = 2, run_pub();
+  else if (!strcmp(mode, "hs"))
+    g_mode = 3, run_hs();
   else {
     fprintf(stderr, "loadgen: unknown mode %s\n", mode);
     return 2;
@@ -847,7 +904,8 @@ int main(int argc, char **argv) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   printf("loadgen_cpu_s=%.3f\n", (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                                     (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+                                     (double)ru.ru_stime.tv_sec +
+                                     ru.ru_stime.tv_usec / 1e6);
   fflush(stdout);
   return 0;
 }

@@ -25,26 +25,26 @@ extern "C" {
 #define HD_EXPORT
 #endif
 
-#define HD_VERSION_MAJOR 0
-#define HD_VERSION_MINOR 1
-#define HD_VERSION_PATCH 0
+#define HD_VERSION_MAJOR  0
+#define HD_VERSION_MINOR  1
+#define HD_VERSION_PATCH  0
 #define HD_VERSION_STRING "0.1.0"
 
 /* The error table: name, value, description. One list makes the enum,
  * hd_strerror() and hd_err_name(). */
-#define HD_ERRNO_MAP(XX)                                                              \
-  XX(EAGAIN, -11, "need more input")                                                  \
-  XX(EPROTO, -71, "protocol error")                                                   \
-  XX(ELIMIT, -90, "size or count limit exceeded")                                     \
-  XX(ENOMEM, -12, "out of memory")                                                    \
-  XX(EINVAL, -22, "invalid argument")                                                 \
-  XX(EUTF8, -84, "invalid UTF-8")                                                     \
-  XX(ECLOSED, -32, "connection is closing")                                           \
-  XX(ENOENT, -2, "not found")                                                         \
-  XX(EEXIST, -17, "already exists")                                                   \
-  XX(EACCES, -13, "not authorized")                                                   \
-  XX(EEXPIRED, -62, "expired")                                                        \
-  XX(EBUSY, -16, "busy or shutting down")                                             \
+#define HD_ERRNO_MAP(XX)                                                                 \
+  XX(EAGAIN, -11, "need more input")                                                     \
+  XX(EPROTO, -71, "protocol error")                                                      \
+  XX(ELIMIT, -90, "size or count limit exceeded")                                        \
+  XX(ENOMEM, -12, "out of memory")                                                       \
+  XX(EINVAL, -22, "invalid argument")                                                    \
+  XX(EUTF8, -84, "invalid UTF-8")                                                        \
+  XX(ECLOSED, -32, "connection is closing")                                              \
+  XX(ENOENT, -2, "not found")                                                            \
+  XX(EEXIST, -17, "already exists")                                                      \
+  XX(EACCES, -13, "not authorized")                                                      \
+  XX(EEXPIRED, -62, "expired")                                                           \
+  XX(EBUSY, -16, "busy or shutting down")                                                \
   XX(EIO, -5, "I/O error")
 
 typedef enum {

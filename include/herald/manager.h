@@ -36,19 +36,19 @@ extern "C" {
 typedef struct hd_manager_s hd_manager_t;
 
 /* The event types of a run (PROTOCOL.md section 3): enum name, wire name. */
-#define HD_EVENT_TYPES(XX)                                                            \
-  XX(AGENT_STARTED, "agent_started")                                                  \
-  XX(AGENT_THINKING, "agent_thinking")                                                \
-  XX(TOOL_EXECUTING, "tool_executing")                                                \
-  XX(TOOL_COMPLETED, "tool_completed")                                                \
-  XX(AGENT_MESSAGE, "agent_message")                                                  \
+#define HD_EVENT_TYPES(XX)                                                               \
+  XX(AGENT_STARTED, "agent_started")                                                     \
+  XX(AGENT_THINKING, "agent_thinking")                                                   \
+  XX(TOOL_EXECUTING, "tool_executing")                                                   \
+  XX(TOOL_COMPLETED, "tool_completed")                                                   \
+  XX(AGENT_MESSAGE, "agent_message")                                                     \
   XX(AGENT_COMPLETED, "agent_completed")
 
 typedef enum {
 #define XX(name, wire) HD_EV_##name,
   HD_EVENT_TYPES(XX)
 #undef XX
-  HD_EV__COUNT
+      HD_EV__COUNT
 } hd_event_type_t;
 
 #define HD_ID_MAX 128 /* user, thread and run ids: at most this many bytes */
@@ -86,10 +86,10 @@ typedef struct {
 } hd_publish_result_t;
 
 typedef struct {
-  uint64_t connections;          /* authenticated connections registered */
-  uint64_t users;                /* users with at least one connection */
-  uint64_t known_users;          /* user records held (connections, history or runs) */
-  uint64_t instances;            /* managers created in this process: 1 */
+  uint64_t connections; /* authenticated connections registered */
+  uint64_t users;       /* users with at least one connection */
+  uint64_t known_users; /* user records held (connections, history or runs) */
+  uint64_t instances;   /* managers created in this process: 1 */
   uint64_t events_published;
   uint64_t deliveries;           /* event frames queued to connections */
   uint64_t isolation_violations; /* frames refused at write time: must be 0 */
@@ -112,24 +112,23 @@ typedef struct {
  *   into out (at least 33 bytes); "" for a user with no state.
  * hd_manager_stats: counters, for /ws-health and /metrics.
  * All are thread-safe. */
-#define HD_MANAGER_OPS(XX)                                                            \
-  XX(hd_scope_t, hd_manager_scope, (hd_manager_t * m, const hd_user_ctx_t *ctx),      \
-     (m, ctx))                                                                        \
+#define HD_MANAGER_OPS(XX)                                                               \
+  XX(hd_scope_t, hd_manager_scope, (hd_manager_t * m, const hd_user_ctx_t *ctx),         \
+     (m, ctx))                                                                           \
   XX(int, hd_scope_emit, (hd_scope_t s, const hd_event_t *ev, hd_publish_result_t *res), \
-     (s, ev, res))                                                                    \
-  XX(int, hd_manager_publish,                                                         \
-     (hd_manager_t * m, const char *user_id, const hd_event_t *ev,                    \
-      hd_publish_result_t *res),                                                      \
-     (m, user_id, ev, res))                                                           \
-  XX(size_t, hd_manager_presence, (hd_manager_t * m, const char *user_id),            \
-     (m, user_id))                                                                    \
-  XX(size_t, hd_manager_disconnect,                                                   \
-     (hd_manager_t * m, const char *user_id, uint16_t code), (m, user_id, code))      \
-  XX(uint64_t, hd_manager_head_seq, (hd_manager_t * m, const char *user_id),          \
-     (m, user_id))                                                                    \
-  XX(void, hd_manager_epoch, (hd_manager_t * m, const char *user_id, char *out),      \
-     (m, user_id, out))                                                               \
-  XX(void, hd_manager_stats, (hd_manager_t * m, hd_manager_stats_t *out), (m, out))
+     (s, ev, res))                                                                       \
+  XX(int, hd_manager_publish,                                                            \
+     (hd_manager_t * m, const char *user_id, const hd_event_t *ev,                       \
+      hd_publish_result_t *res),                                                         \
+     (m, user_id, ev, res))                                                              \
+  XX(size_t, hd_manager_presence, (hd_manager_t * m, const char *user_id), (m, user_id)) \
+  XX(size_t, hd_manager_disconnect,                                                      \
+     (hd_manager_t * m, const char *user_id, uint16_t code), (m, user_id, code))         \
+  XX(uint64_t, hd_manager_head_seq, (hd_manager_t * m, const char *user_id),             \
+     (m, user_id))                                                                       \
+  XX(void, hd_manager_epoch, (hd_manager_t * m, const char *user_id, char *out),         \
+     (m, user_id, out))                                                                  \
+  XX(void, hd_manager_stats, (hd_manager_t * m, hd_manager_stats_t * out), (m, out))
 
 #define HD__MANAGER_PROTO(ret, name, params, args) HD_EXPORT ret name params;
 HD_MANAGER_OPS(HD__MANAGER_PROTO)

@@ -43,11 +43,11 @@ struct hd_agent_s {
 
 /* A run as agents see it. The strings are owned by the run. */
 struct hd_run_s {
-  hd_user_ctx_t ctx;        /* user_id, thread_id, run_id */
-  const char *input;        /* the user's text */
-  const char *message_id;   /* the client's id for the message, or "" */
+  hd_user_ctx_t ctx;      /* user_id, thread_id, run_id */
+  const char *input;      /* the user's text */
+  const char *message_id; /* the client's id for the message, or "" */
   struct hd_worker_s *worker;
-  void *agent_data;         /* the agent's per-run state */
+  void *agent_data; /* the agent's per-run state */
 };
 
 /* Emits one of the middle events (agent_thinking, tool_executing,
@@ -69,10 +69,10 @@ typedef struct {
 hd_agent_t *hd_agent_demo_new(const hd_demo_config_t *cfg);
 
 typedef struct {
-  const char *url;      /* POST target (copied) */
-  const char *secret;   /* HMAC-SHA256 key for X-Herald-Signature (copied) */
-  unsigned timeout_ms;  /* per request; a timeout fails the run */
-  int nworkers;         /* requests are driven by each run's worker loop */
+  const char *url;     /* POST target (copied) */
+  const char *secret;  /* HMAC-SHA256 key for X-Herald-Signature (copied) */
+  unsigned timeout_ms; /* per request; a timeout fails the run */
+  int nworkers;        /* requests are driven by each run's worker loop */
 } hd_webhook_config_t;
 
 /* The webhook agent (src/agent/webhook.c, docs/agents.md). NULL on failure. */

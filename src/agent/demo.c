@@ -36,7 +36,8 @@ static void skip(calc_t *c) {
 static int peek_op(calc_t *c, size_t *len) {
   const unsigned char *p = (const unsigned char *)c->p;
   *len = 1;
-  if (*p == '+' || *p == '-' || *p == '*' || *p == '/' || *p == '(' || *p == ')') return *p;
+  if (*p == '+' || *p == '-' || *p == '*' || *p == '/' || *p == '(' || *p == ')')
+    return *p;
   if (*p == 'x' || *p == 'X') return '*';
   *len = 2;
   if (p[0] == 0xC3 && p[1] == 0x97) return '*'; /* × */
@@ -67,11 +68,14 @@ static double factor(calc_t *c, int depth) {
     c->p += n;
     double v = expr(c, depth + 1);
     skip(c);
-    if (peek_op(c, &n) != ')') c->err = HD_EINVAL;
-    else c->p += n;
+    if (peek_op(c, &n) != ')')
+      c->err = HD_EINVAL;
+    else
+      c->p += n;
     return v;
   }
-  if (isdigit((unsigned char)*c->p) || (*c->p == '.' && isdigit((unsigned char)c->p[1]))) {
+  if (isdigit((unsigned char)*c->p) ||
+      (*c->p == '.' && isdigit((unsigned char)c->p[1]))) {
     /* Plain decimals only: strtod alone would also read "0x5" as hex and
      * "1e3" as an exponent, where people mean 0 × 5. */
     char num[64];
@@ -173,8 +177,10 @@ bool hd_calc_extract(const char *text, char *out, size_t cap) {
       continue;
     }
     for (start = p; *p && expr_char(text, p, &n); p += n) {
-      if (isdigit((unsigned char)*p)) digits++;
-      else if (*p != ' ' && *p != '.' && *p != '(' && *p != ')') ops++;
+      if (isdigit((unsigned char)*p))
+        digits++;
+      else if (*p != ' ' && *p != '.' && *p != '(' && *p != ')')
+        ops++;
     }
     /* Trim blanks, and a sentence's final dot ("is 12*7."). */
     end = p;
@@ -239,8 +245,10 @@ static void emit(state_t *s, hd_event_type_t type, json_t *data) {
 
 static char *format_number(double v) {
   char buf[64];
-  if (fabs(v) < 1e15 && v == (double)(long long)v) snprintf(buf, sizeof(buf), "%lld", (long long)v);
-  else snprintf(buf, sizeof(buf), "%.10g", v);
+  if (fabs(v) < 1e15 && v == (double)(long long)v)
+    snprintf(buf, sizeof(buf), "%lld", (long long)v);
+  else
+    snprintf(buf, sizeof(buf), "%.10g", v);
   return strdup(buf);
 }
 
@@ -268,11 +276,11 @@ static int plan(state_t *s) {
       free(num);
     } else {
       s->result = json_pack("{s:s}", "error", "division by zero or overflow");
-      snprintf(buf, sizeof(buf), "I couldn't compute %s: it divides by zero or overflows.",
-               expr_text);
+      snprintf(buf, sizeof(buf),
+               "I couldn't compute %s: it divides by zero or overflows.", expr_text);
     }
-  } else if (strcasestr(in, "time") || strcasestr(in, "clock") || strcasestr(in, "date") ||
-             strcasestr(in, "today")) {
+  } else if (strcasestr(in, "time") || strcasestr(in, "clock") ||
+             strcasestr(in, "date") || strcasestr(in, "today")) {
     time_t now = time(NULL);
     struct tm tm;
     char iso[32], hm[8], day[16];
@@ -292,12 +300,15 @@ static int plan(state_t *s) {
     kind = 2;
     for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
       if ((*p & 0xC0) != 0x80) chars++;
-      if (isspace(*p)) in_word = false;
-      else if (!in_word) in_word = true, words++;
+      if (isspace(*p))
+        in_word = false;
+      else if (!in_word)
+        in_word = true, words++;
     }
     s->tool = "word_count";
     s->args = json_pack("{s:s}", "text", in);
-    s->result = json_pack("{s:I, s:I}", "words", (json_int_t)words, "characters", (json_int_t)chars);
+    s->result = json_pack("{s:I, s:I}", "words", (json_int_t)words, "characters",
+                          (json_int_t)chars);
     s->ok = true;
     snprintf(buf, sizeof(buf), "Your message has %zu word%s and %zu character%s.", words,
              words == 1 ? "" : "s", chars, chars == 1 ? "" : "s");
@@ -321,14 +332,15 @@ static void tick(void *arg) {
     if (--s->thoughts_left == 0) s->step = STEP_TOOL;
     break;
   case STEP_TOOL:
-    emit(s, HD_EV_TOOL_EXECUTING, json_pack("{s:s, s:s, s:O}", "tool", s->tool, "call_id",
-                                            call_id, "args", s->args));
+    emit(s, HD_EV_TOOL_EXECUTING,
+         json_pack("{s:s, s:s, s:O}", "tool", s->tool, "call_id", call_id, "args",
+                   s->args));
     s->step = STEP_RESULT;
     break;
   case STEP_RESULT:
     emit(s, HD_EV_TOOL_COMPLETED,
-         json_pack("{s:s, s:s, s:b, s:O}", "tool", s->tool, "call_id", call_id, "ok", s->ok,
-                   "result", s->result));
+         json_pack("{s:s, s:s, s:b, s:O}", "tool", s->tool, "call_id", call_id, "ok",
+                   s->ok, "result", s->result));
     s->step = STEP_ANSWER;
     break;
   case STEP_ANSWER: {

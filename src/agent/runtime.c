@@ -64,8 +64,10 @@ static run_t *impl(hd_run_t *r) {
 
 static void unlink_free(run_t *r) {
   run_t **head = runs_of(r->pub.worker);
-  if (r->prev) r->prev->next = r->next;
-  else *head = r->next;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    *head = r->next;
   if (r->next) r->next->prev = r->prev;
   free(r->input);
   free(r);
@@ -92,7 +94,8 @@ static void end(run_t *r, const char *status, const char *text, const char *erro
            r->run_id);
   free(data);
   json_decref(d);
-  if (stop_agent) rt.agent->ops->stop(rt.agent, &r->pub, strcmp(status, "cancelled") == 0);
+  if (stop_agent)
+    rt.agent->ops->stop(rt.agent, &r->pub, strcmp(status, "cancelled") == 0);
   unlink_free(r);
 }
 
@@ -108,8 +111,8 @@ void hd_run_finish(hd_run_t *run, bool ok, const char *text, const char *error) 
 }
 
 int hd_runtime_user_message(hd_worker_t *w, const char *user_id, uint64_t conn_id,
-                            const char *thread_id, const char *text, const char *message_id,
-                            char *run_id_out, size_t cap) {
+                            const char *thread_id, const char *text,
+                            const char *message_id, char *run_id_out, size_t cap) {
   uint8_t rnd[8];
   run_t *r;
   json_t *d;
@@ -216,5 +219,6 @@ void hd_runtime_sweep(hd_worker_t *w) {
 
 void hd_runtime_stop_worker(hd_worker_t *w) {
   run_t *r;
-  while ((r = *runs_of(w)) != NULL) end(r, "failed", "", "the server is shutting down", true);
+  while ((r = *runs_of(w)) != NULL)
+    end(r, "failed", "", "the server is shutting down", true);
 }

@@ -22,8 +22,8 @@ const char *hd_runtime_agent_name(void);
  * HD_ENOENT: no agent; HD_ELIMIT: too many runs in flight; HD_EBUSY: draining;
  * HD_ENOMEM. Worker thread only. */
 int hd_runtime_user_message(struct hd_worker_s *w, const char *user_id, uint64_t conn_id,
-                            const char *thread_id, const char *text, const char *message_id,
-                            char *run_id_out, size_t cap);
+                            const char *thread_id, const char *text,
+                            const char *message_id, char *run_id_out, size_t cap);
 
 /* Cancels user_id's run run_id, wherever it lives. HD_ENOENT if the user has
  * no such run in flight; HD_EINVAL if it is not one of Herald's. Any worker. */

@@ -21,13 +21,14 @@ static bool authorized(hd_conn_t *c, const hd_http_req_t *req) {
   const char *key = c->w->srv->cfg->api_key;
   const hd_http_header_t *h = hd_http_header_find(req, "authorization", NULL);
 
-  if (key == NULL || h == NULL || h->value_len < 7 || strncasecmp(h->value, "Bearer ", 7) != 0)
+  if (key == NULL || h == NULL || h->value_len < 7 ||
+      strncasecmp(h->value, "Bearer ", 7) != 0)
     return false;
   return hd_secret_equal(h->value + 7, h->value_len - 7, key, strlen(key));
 }
 
-static void error_reply(hd_conn_t *c, const hd_http_req_t *req, int status, const char *code,
-                        const char *message) {
+static void error_reply(hd_conn_t *c, const hd_http_req_t *req, int status,
+                        const char *code, const char *message) {
   hd_conn_respond_error(c, status, code, message, req->keep_alive);
 }
 
@@ -42,7 +43,8 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   bool batch;
   char msg[200];
 
-  body = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+  body =
+      json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
   if (!json_is_object(body)) {
     error_reply(c, req, 400, "invalid_json", "the body must be a JSON object");
     goto done;
@@ -65,10 +67,12 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   }
   for (i = 0; i < n; i++) {
     char why[160];
-    if (!hd__event_from_json(batch ? json_array_get(list, i) : body, srv->cfg->max_message, &evs[i], why,
-                     sizeof(why))) {
-      if (batch) snprintf(msg, sizeof(msg), "events[%zu]: %s", i, why);
-      else snprintf(msg, sizeof(msg), "%s", why);
+    if (!hd__event_from_json(batch ? json_array_get(list, i) : body,
+                             srv->cfg->max_message, &evs[i], why, sizeof(why))) {
+      if (batch)
+        snprintf(msg, sizeof(msg), "events[%zu]: %s", i, why);
+      else
+        snprintf(msg, sizeof(msg), "%s", why);
       error_reply(c, req, 400, "invalid_event", msg);
       goto done;
     }
@@ -79,7 +83,8 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
     const hd_event_t *ev = &evs[i].ev;
     const char *code = NULL;
     if (ev->run_id == NULL || strncmp(ev->run_id, "hr-", 3) != 0) continue;
-    if (ev->type == HD_EV_AGENT_STARTED) code = "run_already_started";
+    if (ev->type == HD_EV_AGENT_STARTED)
+      code = "run_already_started";
     else if (hd__manager_run_idle(srv->manager, evs[i].user_id, ev->run_id) < 0)
       code = "run_not_in_flight";
     if (code) {
@@ -102,20 +107,22 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
       goto done;
     }
     if (rc == HD_EEXIST || rc == HD_ENOENT) {
-      snprintf(msg, sizeof(msg), "events[%zu]: %s (%zu events before it were published)", i,
+      snprintf(msg, sizeof(msg), "events[%zu]: %s (%zu events before it were published)",
+               i,
                rc == HD_EEXIST ? "Herald started this run itself"
                                : "this run of Herald's is not in flight",
                i);
-      error_reply(c, req, 409, rc == HD_EEXIST ? "run_already_started" : "run_not_in_flight",
-                  msg);
+      error_reply(c, req, 409,
+                  rc == HD_EEXIST ? "run_already_started" : "run_not_in_flight", msg);
       goto done;
     }
     if (rc < 0) {
       error_reply(c, req, 500, "internal", hd_strerror(rc));
       goto done;
     }
-    rlen += (size_t)sprintf(reply + rlen, "%s{\"seq\":%llu,\"delivered\":%u}", i ? "," : "",
-                            (unsigned long long)r.seq, (unsigned)r.delivered);
+    rlen +=
+        (size_t)sprintf(reply + rlen, "%s{\"seq\":%llu,\"delivered\":%u}", i ? "," : "",
+                        (unsigned long long)r.seq, (unsigned)r.delivered);
   }
   if (batch) rlen += (size_t)sprintf(reply + rlen, "]}");
   hd_conn_respond(c, 200, "application/json", reply, rlen, NULL, req->keep_alive);
@@ -129,8 +136,9 @@ done:
 static void disconnect(hd_conn_t *c, const hd_http_req_t *req) {
   json_error_t jerr;
   json_t *body = json_loadb((const char *)req->body, req->body_len, 0, &jerr);
-  const char *err = NULL,
-             *user = json_is_object(body) ? hd__json_id_field(body, "user_id", true, &err) : NULL;
+  const char *err = NULL, *user = json_is_object(body)
+                                      ? hd__json_id_field(body, "user_id", true, &err)
+                                      : NULL;
   char out[64];
 
   if (user == NULL) {
@@ -160,8 +168,10 @@ static void presence(hd_conn_t *c, const hd_http_req_t *req, const char *raw, si
   out = json_pack("{s:s, s:I}", "user_id", user, "connections",
                   (json_int_t)hd_manager_presence(c->w->srv->manager, user));
   s = out ? json_dumps(out, JSON_COMPACT) : NULL;
-  if (s == NULL) error_reply(c, req, 400, "invalid_user_id", "the user id is not UTF-8");
-  else hd_conn_respond_json(c, 200, s, req->keep_alive);
+  if (s == NULL)
+    error_reply(c, req, 400, "invalid_user_id", "the user id is not UTF-8");
+  else
+    hd_conn_respond_json(c, 200, s, req->keep_alive);
   free(s);
   json_decref(out);
 }
@@ -169,22 +179,28 @@ static void presence(hd_conn_t *c, const hd_http_req_t *req, const char *raw, si
 /* Handles /api/v1/...; path excludes the prefix. */
 void hd_api_backend(hd_conn_t *c, const hd_http_req_t *req, const char *path, size_t n) {
   if (!authorized(c, req)) {
-    hd_conn_respond_error(c, 401,
-                          c->w->srv->cfg->api_key ? "invalid_api_key" : "api_disabled",
-                          c->w->srv->cfg->api_key ? "missing or wrong API key"
-                                                  : "set HERALD_API_KEY to enable the API",
-                          req->keep_alive);
+    hd_conn_respond_error(
+        c, 401, c->w->srv->cfg->api_key ? "invalid_api_key" : "api_disabled",
+        c->w->srv->cfg->api_key ? "missing or wrong API key"
+                                : "set HERALD_API_KEY to enable the API",
+        req->keep_alive);
     return;
   }
   if (n == 8 && memcmp(path, "/publish", 8) == 0) {
-    if (req->method != HTTP_POST) error_reply(c, req, 405, "method_not_allowed", "use POST");
-    else publish(c, req);
+    if (req->method != HTTP_POST)
+      error_reply(c, req, 405, "method_not_allowed", "use POST");
+    else
+      publish(c, req);
   } else if (n == 11 && memcmp(path, "/disconnect", 11) == 0) {
-    if (req->method != HTTP_POST) error_reply(c, req, 405, "method_not_allowed", "use POST");
-    else disconnect(c, req);
+    if (req->method != HTTP_POST)
+      error_reply(c, req, 405, "method_not_allowed", "use POST");
+    else
+      disconnect(c, req);
   } else if (n > 10 && memcmp(path, "/presence/", 10) == 0) {
-    if (req->method != HTTP_GET) error_reply(c, req, 405, "method_not_allowed", "use GET");
-    else presence(c, req, path + 10, n - 10);
+    if (req->method != HTTP_GET)
+      error_reply(c, req, 405, "method_not_allowed", "use GET");
+    else
+      presence(c, req, path + 10, n - 10);
   } else {
     error_reply(c, req, 404, "not_found", "no such API endpoint");
   }

@@ -51,7 +51,8 @@ static bool origin_allowed(const hd_config_t *cfg, const hd_http_req_t *req) {
   const char *sep;
 
   if (o == NULL) return true;
-  if (cfg->allowed_origins) return origin_in_list(cfg->allowed_origins, o->value, o->value_len);
+  if (cfg->allowed_origins)
+    return origin_in_list(cfg->allowed_origins, o->value, o->value_len);
   host = hd_http_header_find(req, "host", NULL);
   if (host == NULL) return false;
   sep = memmem(o->value, o->value_len, "://", 3);
@@ -86,12 +87,14 @@ static void send_json(hd_conn_t *c, json_t *j) {
 
 static void reply_error(hd_conn_t *c, const char *code, const char *message) {
   atomic_fetch_add(&c->w->stats.client_errors, 1);
-  send_json(c, json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", message));
+  send_json(
+      c, json_pack("{s:s, s:s, s:s}", "type", "error", "code", code, "message", message));
 }
 
 /* ---- authentication ------------------------------------------------------------- */
 
-static hd_jwt_reason_t verify(hd_conn_t *c, const char *tok, size_t n, hd_jwt_claims_t *cl) {
+static hd_jwt_reason_t verify(hd_conn_t *c, const char *tok, size_t n,
+                              hd_jwt_claims_t *cl) {
   hd_server_t *srv = c->w->srv;
   hd_jwt_reason_t r;
 
@@ -117,7 +120,8 @@ static void authenticate(hd_conn_t *c, const hd_jwt_claims_t *cl, hd_attach_t *a
 
 /* Resume parameters from the handshake's query string. Returns false if
  * since_seq is present but not a non-negative integer. */
-static bool query_resume(const hd_http_req_t *req, hd_attach_t *a, char *epoch, size_t cap) {
+static bool query_resume(const hd_http_req_t *req, hd_attach_t *a, char *epoch,
+                         size_t cap) {
   char num[32], *end;
   int n = hd_http_query_get(req->query, req->query_len, "since_seq", num, sizeof(num));
 
@@ -148,12 +152,13 @@ void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req) {
     return;
   }
   if (!query_resume(req, &resume, epoch, sizeof(epoch))) {
-    hd_conn_respond_error(c, 400, "invalid_since_seq", "since_seq must be an integer >= 0",
-                          false);
+    hd_conn_respond_error(c, 400, "invalid_since_seq",
+                          "since_seq must be an integer >= 0", false);
     return;
   }
   if (!origin_allowed(cfg, req)) {
-    hd_conn_respond_error(c, 403, "origin_not_allowed", "this Origin may not connect", false);
+    hd_conn_respond_error(c, 403, "origin_not_allowed", "this Origin may not connect",
+                          false);
     return;
   }
   h = hd_http_header_find(req, "authorization", NULL);
@@ -165,7 +170,8 @@ void hd_client_upgrade(hd_conn_t *c, const hd_http_req_t *req) {
     tok = qtok;
     toklen = (size_t)n;
   } else if (n == HD_ELIMIT || n == HD_EPROTO) {
-    hd_conn_respond_error(c, 401, "malformed", "access_token is not a valid token", false);
+    hd_conn_respond_error(c, 401, "malformed", "access_token is not a valid token",
+                          false);
     return;
   }
   if (tok) {
@@ -207,8 +213,9 @@ static void on_auth_message(hd_conn_t *c, json_t *msg) {
   }
   r = verify(c, json_string_value(tok), json_string_length(tok), &claims);
   if (r != HD_JWT_OK) {
-    hd_conn_ws_close(c, r == HD_JWT_EXPIRED ? HD_WS_CLOSE_TOKEN_EXPIRED : HD_WS_CLOSE_UNAUTHORIZED,
-                     hd_jwt_reason_name(r));
+    hd_conn_ws_close(
+        c, r == HD_JWT_EXPIRED ? HD_WS_CLOSE_TOKEN_EXPIRED : HD_WS_CLOSE_UNAUTHORIZED,
+        hd_jwt_reason_name(r));
     return;
   }
   hd_attach_t resume = {0};
@@ -235,11 +242,13 @@ static void on_history(hd_conn_t *c, json_t *msg) {
 
   if (!json_seq(json_object_get(msg, "since_seq"), &since) ||
       !json_seq(json_object_get(msg, "limit"), &limit) || limit == 0) {
-    reply_error(c, "invalid_request", "since_seq and limit must be integers (limit >= 1)");
+    reply_error(c, "invalid_request",
+                "since_seq and limit must be integers (limit >= 1)");
     return;
   }
   if (limit > 1000) limit = 1000;
-  reply = hd__manager_history_json(c->w->srv->manager, c->sub.user_id, since, (size_t)limit);
+  reply =
+      hd__manager_history_json(c->w->srv->manager, c->sub.user_id, since, (size_t)limit);
   if (reply == NULL) {
     reply_error(c, "internal", "out of memory");
     return;
@@ -276,7 +285,8 @@ static void on_user_message(hd_conn_t *c, json_t *msg) {
   rc = hd_runtime_user_message(c->w, c->sub.user_id, c->id, thread, text, id, run_id,
                                sizeof(run_id));
   if (rc == 0) {
-    send_json(c, json_pack("{s:s, s:s?, s:s}", "type", "ack", "id", id, "run_id", run_id));
+    send_json(c,
+              json_pack("{s:s, s:s?, s:s}", "type", "ack", "id", id, "run_id", run_id));
     return;
   }
   /* Refusals carry the message's id too, so the client knows which one. */
@@ -303,9 +313,12 @@ static void on_cancel(hd_conn_t *c, json_t *msg) {
     return;
   }
   rc = hd_runtime_cancel(c->w->srv, c->sub.user_id, run);
-  if (rc == HD_ENOENT) reply_error(c, "unknown_run", "no run of yours with this id is in flight");
-  else if (rc == HD_EINVAL) reply_error(c, "not_cancellable", "this run is driven by a backend");
-  else if (rc < 0) reply_error(c, "internal", "the run could not be cancelled");
+  if (rc == HD_ENOENT)
+    reply_error(c, "unknown_run", "no run of yours with this id is in flight");
+  else if (rc == HD_EINVAL)
+    reply_error(c, "not_cancellable", "this run is driven by a backend");
+  else if (rc < 0)
+    reply_error(c, "internal", "the run could not be cancelled");
   /* Success shows as agent_completed with status "cancelled". */
 }
 
@@ -336,14 +349,21 @@ void hd_client_on_message(hd_conn_t *c, const uint8_t *data, size_t len) {
     json_decref(msg);
     return;
   }
-  if (msg == NULL || !json_is_object(msg)) reply_error(c, "invalid_json", "expected a JSON object");
-  else if (type == NULL) reply_error(c, "missing_type", "the message has no string \"type\"");
+  if (msg == NULL || !json_is_object(msg))
+    reply_error(c, "invalid_json", "expected a JSON object");
+  else if (type == NULL)
+    reply_error(c, "missing_type", "the message has no string \"type\"");
   else if (strcmp(type, "auth") == 0)
     reply_error(c, "already_authenticated", "this connection is already authenticated");
-  else if (strcmp(type, "history") == 0) on_history(c, msg);
-  else if (strcmp(type, "runs") == 0) on_runs(c);
-  else if (strcmp(type, "user_message") == 0) on_user_message(c, msg);
-  else if (strcmp(type, "cancel") == 0) on_cancel(c, msg);
-  else reply_error(c, "unknown_type", "unknown message type");
+  else if (strcmp(type, "history") == 0)
+    on_history(c, msg);
+  else if (strcmp(type, "runs") == 0)
+    on_runs(c);
+  else if (strcmp(type, "user_message") == 0)
+    on_user_message(c, msg);
+  else if (strcmp(type, "cancel") == 0)
+    on_cancel(c, msg);
+  else
+    reply_error(c, "unknown_type", "unknown message type");
   json_decref(msg);
 }

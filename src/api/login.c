@@ -25,7 +25,7 @@
 #include "daemon/log.h"
 #include "net/net.h"
 
-#define RL_SLOTS 4096
+#define RL_SLOTS    4096
 #define RL_WINDOW_S 60
 #define RL_PER_USER 5  /* failures per window per username */
 #define RL_PER_ADDR 20 /* failures per window per client address */
@@ -100,19 +100,23 @@ static void answer(hd_conn_t *c, void *arg) {
     pthread_mutex_unlock(&login.lock);
   }
   if (a->ok) token = hd_jwt_sign_hs256(srv->jwt, a->user, now, exp);
-  hd_log(HD_LOG_INFO, "login %s for '%s' from %s", a->ok ? "ok" : "refused", a->user, a->addr);
+  hd_log(HD_LOG_INFO, "login %s for '%s' from %s", a->ok ? "ok" : "refused", a->user,
+         a->addr);
   if (c->state == HD_CONN_HTTP) {
     if (a->ok && token) {
       json_t *j = json_pack("{s:s, s:s, s:I}", "token", token, "user_id", a->user,
                             "expires_at", (json_int_t)exp);
       char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-      if (body) hd_conn_respond_json(c, 200, body, a->keep_alive);
-      else hd_conn_respond_error(c, 500, "internal", "out of memory", false);
+      if (body)
+        hd_conn_respond_json(c, 200, body, a->keep_alive);
+      else
+        hd_conn_respond_error(c, 500, "internal", "out of memory", false);
       free(body);
       json_decref(j);
     } else if (a->ok) {
       hd_conn_respond_error(c, 503, "login_unavailable",
-                            "tokens can only be issued with --jwt-alg HS256", a->keep_alive);
+                            "tokens can only be issued with --jwt-alg HS256",
+                            a->keep_alive);
     } else {
       hd_conn_respond_error(c, 401, "invalid_credentials", "wrong username or password",
                             a->keep_alive);
@@ -143,7 +147,8 @@ void hd_api_login(hd_conn_t *c, const hd_http_req_t *req) {
   jp = json_object_get(body, "password");
   if (user == NULL || !json_is_string(jp) || json_string_length(jp) > 1024) {
     hd_conn_respond_error(c, 400, "invalid_request",
-                          "expected {\"username\":\"...\",\"password\":\"...\"}", req->keep_alive);
+                          "expected {\"username\":\"...\",\"password\":\"...\"}",
+                          req->keep_alive);
     goto done;
   }
   hd_conn_peer(c, addr, sizeof(addr));
@@ -151,7 +156,8 @@ void hd_api_login(hd_conn_t *c, const hd_http_req_t *req) {
    * guesses cannot all slip under the limit before any of them is judged. */
   pthread_mutex_lock(&login.lock);
   wait = blocked(key_of("a:", addr), RL_PER_ADDR, now);
-  if (wait == 0) wait = blocked(key_of("u:", hd_user_name_valid(user) ? user : ""), RL_PER_USER, now);
+  if (wait == 0)
+    wait = blocked(key_of("u:", hd_user_name_valid(user) ? user : ""), RL_PER_USER, now);
   if (wait == 0) {
     slot(key_of("a:", addr), now)->failures++;
     slot(key_of("u:", hd_user_name_valid(user) ? user : ""), now)->failures++;

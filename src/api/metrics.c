@@ -43,12 +43,12 @@ static void metric(out_t *o, const char *name, const char *type, const char *hel
   put(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
 }
 
-#define SUM(field)                                                                    \
-  ({                                                                                  \
-    unsigned long long s_ = 0;                                                        \
-    for (int i_ = 0; i_ < srv->nworkers; i_++)                                        \
-      s_ += (unsigned long long)atomic_load(&srv->workers[i_].stats.field);           \
-    s_;                                                                               \
+#define SUM(field)                                                                       \
+  ({                                                                                     \
+    unsigned long long s_ = 0;                                                           \
+    for (int i_ = 0; i_ < srv->nworkers; i_++)                                           \
+      s_ += (unsigned long long)atomic_load(&srv->workers[i_].stats.field);              \
+    s_;                                                                                  \
   })
 
 static unsigned long long rss_bytes(void) {
@@ -76,20 +76,23 @@ void hd_api_metrics(hd_conn_t *c, const hd_http_req_t *req) {
          "Frames refused at write time because they belong to another user (must be 0)",
          ms.isolation_violations);
   metric(&o, "herald_connections", "gauge", "Open TCP connections", SUM(conns));
-  metric(&o, "herald_ws_connections", "gauge", "Open WebSocket connections", SUM(ws_conns));
+  metric(&o, "herald_ws_connections", "gauge", "Open WebSocket connections",
+         SUM(ws_conns));
   metric(&o, "herald_authenticated_connections", "gauge",
          "Authenticated client connections registered with the manager", ms.connections);
   metric(&o, "herald_users", "gauge", "Users with at least one connection", ms.users);
   metric(&o, "herald_known_users", "gauge", "Users with stream state", ms.known_users);
   metric(&o, "herald_history_events", "gauge", "Events retained for resume",
          ms.history_events);
-  metric(&o, "herald_history_bytes", "gauge", "Memory of retained events (counted against "
-         "--history-memory)", ms.history_bytes);
+  metric(&o, "herald_history_bytes", "gauge",
+         "Memory of retained events (counted against "
+         "--history-memory)",
+         ms.history_bytes);
   metric(&o, "herald_history_evictions_total", "counter",
          "Events dropped from history by a count, byte, age or memory limit",
          ms.history_evictions);
-  metric(&o, "herald_events_published_total", "counter", "Events accepted into user streams",
-         ms.events_published);
+  metric(&o, "herald_events_published_total", "counter",
+         "Events accepted into user streams", ms.events_published);
   metric(&o, "herald_deliveries_total", "counter", "Event frames queued to connections",
          ms.deliveries);
   metric(&o, "herald_frames_written_total", "counter",
@@ -102,7 +105,8 @@ void hd_api_metrics(hd_conn_t *c, const hd_http_req_t *req) {
          SUM(http_requests));
   metric(&o, "herald_http_errors_total", "counter",
          "HTTP answers with a status of 400 or more (bad requests, refused handshakes, "
-         "API errors, failed logins)", SUM(http_errors));
+         "API errors, failed logins)",
+         SUM(http_errors));
   metric(&o, "herald_ws_upgrades_total", "counter", "Successful WebSocket handshakes",
          SUM(ws_upgrades));
   metric(&o, "herald_ws_messages_received_total", "counter", "Client WebSocket messages",
@@ -135,11 +139,12 @@ void hd_api_ws_health(hd_conn_t *c, const hd_http_req_t *req) {
   bool draining = atomic_load(&srv->draining);
 
   hd_manager_stats(srv->manager, &ms);
-  snprintf(body, sizeof(body),
-           "{\"status\":\"%s\",\"connections\":%llu,\"users\":%llu,\"manager_instances\":%llu,"
-           "\"isolation_violations\":%llu,\"workers\":%d}",
-           draining ? "draining" : "ok", (unsigned long long)ms.connections,
-           (unsigned long long)ms.users, (unsigned long long)ms.instances,
-           (unsigned long long)ms.isolation_violations, srv->nworkers);
+  snprintf(
+      body, sizeof(body),
+      "{\"status\":\"%s\",\"connections\":%llu,\"users\":%llu,\"manager_instances\":%llu,"
+      "\"isolation_violations\":%llu,\"workers\":%d}",
+      draining ? "draining" : "ok", (unsigned long long)ms.connections,
+      (unsigned long long)ms.users, (unsigned long long)ms.instances,
+      (unsigned long long)ms.isolation_violations, srv->nworkers);
   hd_conn_respond_json(c, draining ? 503 : 200, body, req->keep_alive);
 }

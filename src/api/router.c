@@ -51,7 +51,8 @@ void hd_api_handle(hd_conn_t *c, const hd_http_req_t *req) {
     if (get_only(c, req)) hd_api_metrics(c, req);
   } else if (req->path_len > sizeof(api) - 1 &&
              memcmp(req->path, api, sizeof(api) - 1) == 0) {
-    hd_api_backend(c, req, req->path + sizeof(api) - 2, req->path_len - (sizeof(api) - 2));
+    hd_api_backend(c, req, req->path + sizeof(api) - 2,
+                   req->path_len - (sizeof(api) - 2));
   } else if (path_is(req, "/auth/login")) {
     hd_api_login(c, req);
   } else if (cfg->echo_path && path_is(req, cfg->echo_path)) {

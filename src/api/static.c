@@ -35,7 +35,8 @@ bool hd_api_static(hd_conn_t *c, const hd_http_req_t *req) {
   }
   snprintf(extra, sizeof(extra), headers_fmt, a->etag);
   inm = hd_http_header_find(req, "if-none-match", NULL);
-  if (inm && inm->value_len == strlen(a->etag) && memcmp(inm->value, a->etag, inm->value_len) == 0) {
+  if (inm && inm->value_len == strlen(a->etag) &&
+      memcmp(inm->value, a->etag, inm->value_len) == 0) {
     hd_conn_respond(c, 304, a->content_type, NULL, 0, extra, req->keep_alive);
     return true;
   }

@@ -74,8 +74,8 @@
 
 #include "herald/herald.h"
 
-#define HS256_LEN 32
-#define ES256_COORD 32 /* RFC 7518 3.4: r and s are 32 octets each for P-256 */
+#define HS256_LEN    32
+#define ES256_COORD  32   /* RFC 7518 3.4: r and s are 32 octets each for P-256 */
 #define RSA_MIN_BITS 2048 /* RFC 7518 3.3: a key of 2048 bits or larger MUST be used */
 
 struct hd_jwt_verifier_s {
@@ -162,7 +162,8 @@ static size_t b64url_encode(const uint8_t *in, size_t len, char *out) {
 #if defined(__GNUC__)
 __attribute__((format(printf, 4, 5)))
 #endif
-static int fail_msg(char *err, size_t errlen, int code, const char *fmt, ...) {
+static int
+fail_msg(char *err, size_t errlen, int code, const char *fmt, ...) {
   va_list ap;
 
   if (err != NULL && errlen > 0) {
@@ -239,8 +240,7 @@ int hd_jwt_verifier_new(const hd_jwt_config_t *cfg, hd_jwt_verifier_t **out, cha
   int rc;
 
   *out = NULL;
-  if (cfg == NULL)
-    return fail_msg(err, errlen, HD_EINVAL, "jwt: no configuration");
+  if (cfg == NULL) return fail_msg(err, errlen, HD_EINVAL, "jwt: no configuration");
   if ((unsigned)cfg->alg > HD_JWT_ES256)
     return fail_msg(err, errlen, HD_EINVAL, "jwt: unknown algorithm %d", (int)cfg->alg);
   if (cfg->leeway_s > HD_JWT_MAX_LEEWAY)
@@ -568,16 +568,26 @@ done:
 
 const char *hd_jwt_reason_name(hd_jwt_reason_t r) {
   switch (r) {
-  case HD_JWT_OK: return "ok";
-  case HD_JWT_MALFORMED: return "malformed";
-  case HD_JWT_BAD_ALG: return "bad_alg";
-  case HD_JWT_BAD_SIGNATURE: return "bad_signature";
-  case HD_JWT_EXPIRED: return "expired";
-  case HD_JWT_MISSING_EXP: return "missing_exp";
-  case HD_JWT_NOT_YET_VALID: return "not_yet_valid";
-  case HD_JWT_BAD_AUDIENCE: return "bad_audience";
-  case HD_JWT_BAD_ISSUER: return "bad_issuer";
-  case HD_JWT_BAD_SUBJECT: return "bad_subject";
+  case HD_JWT_OK:
+    return "ok";
+  case HD_JWT_MALFORMED:
+    return "malformed";
+  case HD_JWT_BAD_ALG:
+    return "bad_alg";
+  case HD_JWT_BAD_SIGNATURE:
+    return "bad_signature";
+  case HD_JWT_EXPIRED:
+    return "expired";
+  case HD_JWT_MISSING_EXP:
+    return "missing_exp";
+  case HD_JWT_NOT_YET_VALID:
+    return "not_yet_valid";
+  case HD_JWT_BAD_AUDIENCE:
+    return "bad_audience";
+  case HD_JWT_BAD_ISSUER:
+    return "bad_issuer";
+  case HD_JWT_BAD_SUBJECT:
+    return "bad_subject";
   }
   return "unknown";
 }

@@ -17,8 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HD_JWT_MAX_TOKEN 8192 /* longer tokens are rejected unparsed */
-#define HD_JWT_MAX_SUB 128
+#define HD_JWT_MAX_TOKEN  8192 /* longer tokens are rejected unparsed */
+#define HD_JWT_MAX_SUB    128
 #define HD_JWT_MIN_SECRET 32
 #define HD_JWT_MAX_LEEWAY 60
 
@@ -29,15 +29,15 @@ typedef struct hd_jwt_verifier_s hd_jwt_verifier_t;
 /* Why a token was refused; hd_jwt_reason_name() gives a snake_case code. */
 typedef enum {
   HD_JWT_OK = 0,
-  HD_JWT_MALFORMED,     /* not three base64url parts, bad JSON, too long */
-  HD_JWT_BAD_ALG,       /* header alg missing, "none", or not the pinned one */
+  HD_JWT_MALFORMED, /* not three base64url parts, bad JSON, too long */
+  HD_JWT_BAD_ALG,   /* header alg missing, "none", or not the pinned one */
   HD_JWT_BAD_SIGNATURE,
-  HD_JWT_EXPIRED,       /* exp in the past (beyond leeway) */
+  HD_JWT_EXPIRED, /* exp in the past (beyond leeway) */
   HD_JWT_MISSING_EXP,
   HD_JWT_NOT_YET_VALID, /* nbf in the future (beyond leeway) */
   HD_JWT_BAD_AUDIENCE,
   HD_JWT_BAD_ISSUER,
-  HD_JWT_BAD_SUBJECT    /* sub missing, not a string, empty or too long */
+  HD_JWT_BAD_SUBJECT /* sub missing, not a string, empty or too long */
 } hd_jwt_reason_t;
 
 typedef struct {

@@ -85,7 +85,8 @@ hd_users_t *hd_users_open(const char *path) {
 
   if (sodium_init() < 0 || (u = calloc(1, sizeof(*u))) == NULL) return NULL;
   if ((u->path = strdup(path)) == NULL ||
-      crypto_pwhash_str(u->dummy, "not a password", 14, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+      crypto_pwhash_str(u->dummy, "not a password", 14,
+                        crypto_pwhash_OPSLIMIT_INTERACTIVE,
                         crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
     free(u->path);
     free(u);
@@ -136,8 +137,8 @@ static int save(const char *path, json_t *users, char *err, size_t errlen) {
     json_decref(root);
     return HD_EIO;
   }
-  if (json_dumpf(root, f, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || fputc('\n', f) == EOF ||
-      fflush(f) != 0 || fsync(fileno(f)) != 0)
+  if (json_dumpf(root, f, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 ||
+      fputc('\n', f) == EOF || fflush(f) != 0 || fsync(fileno(f)) != 0)
     rc = HD_EIO;
   if (fclose(f) != 0) rc = HD_EIO;
   if (rc == 0 && rename(tmp, path) != 0) rc = HD_EIO;
@@ -149,8 +150,8 @@ static int save(const char *path, json_t *users, char *err, size_t errlen) {
   return rc;
 }
 
-int hd_users_file_add(const char *path, const char *name, const char *password, size_t plen,
-                      char *err, size_t errlen) {
+int hd_users_file_add(const char *path, const char *name, const char *password,
+                      size_t plen, char *err, size_t errlen) {
   char hash[crypto_pwhash_STRBYTES];
   json_t *users;
   int rc;
@@ -197,8 +198,8 @@ static int cmp(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int hd_users_file_list(const char *path, void (*fn)(const char *name, void *arg), void *arg,
-                       char *err, size_t errlen) {
+int hd_users_file_list(const char *path, void (*fn)(const char *name, void *arg),
+                       void *arg, char *err, size_t errlen) {
   json_t *users = load(path, err, errlen), *v;
   const char *key, **names;
   size_t n = 0;

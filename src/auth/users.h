@@ -31,11 +31,11 @@ bool hd_user_name_valid(const char *name);
 /* For the CLI: add or replace (hashing password), delete, list. Each rewrites
  * the file atomically (mode 0600). Return 0, HD_EINVAL (bad name or file),
  * HD_ENOENT (del: no such user), HD_EIO or HD_ENOMEM, with a message in err. */
-int hd_users_file_add(const char *path, const char *name, const char *password, size_t plen,
-                      char *err, size_t errlen);
+int hd_users_file_add(const char *path, const char *name, const char *password,
+                      size_t plen, char *err, size_t errlen);
 int hd_users_file_del(const char *path, const char *name, char *err, size_t errlen);
 /* Calls fn for each user name, in sorted order. */
-int hd_users_file_list(const char *path, void (*fn)(const char *name, void *arg), void *arg,
-                       char *err, size_t errlen);
+int hd_users_file_list(const char *path, void (*fn)(const char *name, void *arg),
+                       void *arg, char *err, size_t errlen);
 
 #endif

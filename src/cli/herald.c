@@ -45,8 +45,10 @@ static int read_password(char *buf, size_t cap, size_t *len) {
     fputc('\n', stderr);
   }
   if (ok == NULL) return -1;
-  if ((nl = strchr(buf, '\n')) != NULL) *nl = '\0';
-  else if (!feof(stdin)) return -1; /* longer than the buffer */
+  if ((nl = strchr(buf, '\n')) != NULL)
+    *nl = '\0';
+  else if (!feof(stdin))
+    return -1; /* longer than the buffer */
   if ((nl = strchr(buf, '\r')) != NULL) *nl = '\0';
   *len = strlen(buf);
   return 0;
@@ -66,9 +68,12 @@ static int user_cmd(int argc, char **argv) {
   if (argc < 1) return usage(stderr);
   verb = argv[0];
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--users") == 0 && i + 1 < argc) file = argv[++i];
-    else if (argv[i][0] != '-' && name == NULL) name = argv[i];
-    else return usage(stderr);
+    if (strcmp(argv[i], "--users") == 0 && i + 1 < argc)
+      file = argv[++i];
+    else if (argv[i][0] != '-' && name == NULL)
+      name = argv[i];
+    else
+      return usage(stderr);
   }
   if (file == NULL) {
     fprintf(stderr, "herald user %s: --users FILE is required\n", verb);
@@ -80,7 +85,8 @@ static int user_cmd(int argc, char **argv) {
     return usage(stderr);
   } else if (strcmp(verb, "add") == 0) {
     if (read_password(pw, sizeof(pw), &plen) != 0) {
-      fprintf(stderr, "herald user add: no password on stdin (or longer than %zu bytes)\n",
+      fprintf(stderr,
+              "herald user add: no password on stdin (or longer than %zu bytes)\n",
               sizeof(pw) - 2);
       return 1;
     }
@@ -93,7 +99,8 @@ static int user_cmd(int argc, char **argv) {
   } else {
     return usage(stderr);
   }
-  if (rc != 0) fprintf(stderr, "herald user %s: %s\n", verb, err[0] ? err : hd_strerror(rc));
+  if (rc != 0)
+    fprintf(stderr, "herald user %s: %s\n", verb, err[0] ? err : hd_strerror(rc));
   return rc == 0 ? 0 : 1;
 }
 
@@ -103,7 +110,8 @@ int main(int argc, char **argv) {
     printf("herald %s\n", hd_version());
     return 0;
   }
-  if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) return usage(stdout);
+  if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0)
+    return usage(stdout);
   if (strcmp(argv[1], "user") == 0) return user_cmd(argc - 2, argv + 2);
   fprintf(stderr, "herald: unknown command '%s'\n", argv[1]);
   return usage(stderr);

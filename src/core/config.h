@@ -23,37 +23,37 @@ typedef struct hd_config_s {
   int backlog;                /* 1024 */
   int sndbuf;                 /* 0: the kernel's default SO_SNDBUF per socket */
   unsigned max_user_conns;    /* 64 connections per user, then 4009 */
-  unsigned max_client_rate;   /* 50 client messages per second per connection, then 4029 */
-  size_t max_batch;           /* 1000 events per publish request */
-  size_t history_events;      /* 1000 retained events per user */
-  size_t history_bytes;       /* 1 MiB retained per user */
-  unsigned history_age_s;     /* 600: events older than this are dropped */
-  size_t history_memory;      /* 256 MiB for all users' history */
+  unsigned max_client_rate; /* 50 client messages per second per connection, then 4029 */
+  size_t max_batch;         /* 1000 events per publish request */
+  size_t history_events;    /* 1000 retained events per user */
+  size_t history_bytes;     /* 1 MiB retained per user */
+  unsigned history_age_s;   /* 600: events older than this are dropped */
+  size_t history_memory;    /* 256 MiB for all users' history */
 
   /* Agents (docs/agents.md). */
-  char *agent;                /* "demo" (default), "webhook" or "none" */
-  char *agent_url;            /* webhook: where user messages are POSTed */
-  unsigned agent_timeout_ms;  /* 10000: a webhook request must be answered within */
-  unsigned run_timeout_s;     /* 120: a silent agent's run is failed */
-  size_t max_runs;            /* 4 runs in flight per user */
-  unsigned demo_pace_min_ms;  /* 30 */
-  unsigned demo_pace_max_ms;  /* 80 */
+  char *agent;               /* "demo" (default), "webhook" or "none" */
+  char *agent_url;           /* webhook: where user messages are POSTed */
+  unsigned agent_timeout_ms; /* 10000: a webhook request must be answered within */
+  unsigned run_timeout_s;    /* 120: a silent agent's run is failed */
+  size_t max_runs;           /* 4 runs in flight per user */
+  unsigned demo_pace_min_ms; /* 30 */
+  unsigned demo_pace_max_ms; /* 80 */
 
   /* The embedded identity provider (POST /auth/login). */
-  char *users_file;           /* NULL: login disabled */
-  unsigned token_ttl_s;       /* 3600 */
+  char *users_file;     /* NULL: login disabled */
+  unsigned token_ttl_s; /* 3600 */
 
   /* Identity (PROTOCOL.md section 1). The HMAC secret and the API key come from
    * the environment: HERALD_JWT_SECRET and HERALD_API_KEY. */
-  char *jwt_secret;           /* raw bytes of HERALD_JWT_SECRET, >= 32 */
+  char *jwt_secret; /* raw bytes of HERALD_JWT_SECRET, >= 32 */
   size_t jwt_secret_len;
-  char *jwt_alg;              /* "HS256" (default), "RS256" or "ES256" */
-  char *jwt_public_key_file;  /* PEM, for RS256/ES256 */
-  char *jwt_audience;         /* checked when set */
-  char *jwt_issuer;           /* checked when set */
-  unsigned jwt_leeway_s;      /* 30, at most 60 */
-  char *api_key;              /* HERALD_API_KEY; NULL disables the backend API */
-  char *allowed_origins;      /* comma-separated origins; NULL = same host only */
+  char *jwt_alg;             /* "HS256" (default), "RS256" or "ES256" */
+  char *jwt_public_key_file; /* PEM, for RS256/ES256 */
+  char *jwt_audience;        /* checked when set */
+  char *jwt_issuer;          /* checked when set */
+  unsigned jwt_leeway_s;     /* 30, at most 60 */
+  char *api_key;             /* HERALD_API_KEY; NULL disables the backend API */
+  char *allowed_origins;     /* comma-separated origins; NULL = same host only */
 } hd_config_t;
 
 /* Fills cfg with the defaults above. */

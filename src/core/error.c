@@ -3,21 +3,25 @@
 
 HD_EXPORT const char *hd_strerror(int err) {
   switch (err) {
-#define XX(name, value, text)                                                         \
-  case HD_##name: return text;
+#define XX(name, value, text)                                                            \
+  case HD_##name:                                                                        \
+    return text;
     HD_ERRNO_MAP(XX)
 #undef XX
-  default: return "unknown error";
+  default:
+    return "unknown error";
   }
 }
 
 HD_EXPORT const char *hd_err_name(int err) {
   switch (err) {
-#define XX(name, value, text)                                                         \
-  case HD_##name: return #name;
+#define XX(name, value, text)                                                            \
+  case HD_##name:                                                                        \
+    return #name;
     HD_ERRNO_MAP(XX)
 #undef XX
-  default: return "UNKNOWN";
+  default:
+    return "UNKNOWN";
   }
 }
 

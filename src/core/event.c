@@ -13,7 +13,8 @@
 
 #define ENVELOPE_MAX 700 /* type, seq, epoch, escaped ids, ts: a generous bound */
 
-const char *hd__json_id_field(json_t *ev, const char *name, bool required, const char **err) {
+const char *hd__json_id_field(json_t *ev, const char *name, bool required,
+                              const char **err) {
   json_t *v = json_object_get(ev, name);
   size_t n;
 
@@ -62,8 +63,9 @@ bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, ch
   }
   type = json_string_value(json_object_get(j, "type"));
   if (type == NULL || (t = hd_event_type_parse(type, strlen(type))) < 0) {
-    snprintf(msg, cap, "type: must be one of agent_started, agent_thinking, tool_executing, "
-                       "tool_completed, agent_message, agent_completed");
+    snprintf(msg, cap,
+             "type: must be one of agent_started, agent_thinking, tool_executing, "
+             "tool_completed, agent_message, agent_completed");
     return false;
   }
   out->ev.type = (hd_event_type_t)t;
@@ -80,11 +82,11 @@ bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, ch
   out->ev.data = out->data;
   out->ev.data_len = strlen(out->data);
   if (out->ev.data_len + ENVELOPE_MAX > max_message) {
-    snprintf(msg, cap, "event encodes to more than the %zu-byte message limit", max_message);
+    snprintf(msg, cap, "event encodes to more than the %zu-byte message limit",
+             max_message);
     free(out->data);
     out->data = NULL;
     return false;
   }
   return true;
 }
-

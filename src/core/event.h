@@ -23,6 +23,7 @@ bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, ch
 /* Reads the id field name of object j: a string of 1..HD_ID_MAX bytes without
  * NUL. Returns it (borrowed), or NULL with *err set ("missing" only when
  * required, "not_a_string", "bad_length"). */
-const char *hd__json_id_field(json_t *j, const char *name, bool required, const char **err);
+const char *hd__json_id_field(json_t *j, const char *name, bool required,
+                              const char **err);
 
 #endif

@@ -14,11 +14,11 @@
 
 typedef struct hd_frame_s {
   atomic_uint refs;
-  uint32_t len;      /* bytes in data: header + payload */
-  uint32_t user;     /* owner tag for the write-time isolation check; 0 = any */
+  uint32_t len;  /* bytes in data: header + payload */
+  uint32_t user; /* owner tag for the write-time isolation check; 0 = any */
   uint8_t opcode;
-  uint8_t event;     /* stream events: hd_event_type_t + 1; 0 for anything else */
-  uint64_t seq;      /* stream events: the (last) seq the frame carries */
+  uint8_t event; /* stream events: hd_event_type_t + 1; 0 for anything else */
+  uint64_t seq;  /* stream events: the (last) seq the frame carries */
   uint8_t data[];
 } hd_frame_t;
 

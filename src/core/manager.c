@@ -48,7 +48,7 @@
 
 #define HD_SHARDS 64
 
-#define MAX_RUNS 64       /* runs in flight tracked per user */
+#define MAX_RUNS       64 /* runs in flight tracked per user */
 #define ENTRY_OVERHEAD 64 /* bookkeeping bytes counted per retained event */
 
 typedef struct {
@@ -70,16 +70,16 @@ typedef struct {
 typedef struct hd_user_s {
   struct hd_user_s *hnext;
   uint64_t hash;
-  uint64_t seq;       /* head of the stream: the newest event's seq */
+  uint64_t seq;                         /* head of the stream: the newest event's seq */
   atomic_uint_fast64_t evicted_through; /* the newest seq no longer retained */
   atomic_uint fifo_refs; /* entries in the global FIFO naming this record */
   char epoch[HD_EPOCH_LEN + 1];
-  hd_sub_t *subs;     /* registered connections */
+  hd_sub_t *subs; /* registered connections */
   uint32_t nsubs;
   uint32_t uid;
-  hist_t *hist;       /* ring */
+  hist_t *hist; /* ring */
   size_t hcap, hhead, hlen, hbytes;
-  run_t *runs;        /* in flight, oldest first; grown on demand */
+  run_t *runs; /* in flight, oldest first; grown on demand */
   uint32_t nruns, runs_cap;
   uint32_t next_run;
   size_t id_len;
@@ -105,7 +105,7 @@ struct hd_manager_s {
   pthread_mutex_t fifo_lock; /* the global eviction order; taken after a shard */
   fifo_t *fifo;
   size_t fcap, fhead, flen;
-  atomic_size_t hist_total;  /* bytes counted against limits.max_total */
+  atomic_size_t hist_total; /* bytes counted against limits.max_total */
   atomic_size_t hist_events;
   atomic_uint_fast64_t evictions;
   uint64_t seed;
@@ -152,9 +152,11 @@ static void create(void) {
   if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
     /* Fall back to time: epochs only need to differ between runs. */
     uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)m;
-    for (size_t i = 0; i < sizeof(rnd); i++) rnd[i] = (uint8_t)(t >> (8 * (i % 8))) ^ (uint8_t)i;
+    for (size_t i = 0; i < sizeof(rnd); i++)
+      rnd[i] = (uint8_t)(t >> (8 * (i % 8))) ^ (uint8_t)i;
   }
-  for (int i = 0; i < HD_EPOCH_LEN / 4; i++) snprintf(m->epoch_prefix + 2 * i, 3, "%02x", rnd[i]);
+  for (int i = 0; i < HD_EPOCH_LEN / 4; i++)
+    snprintf(m->epoch_prefix + 2 * i, 3, "%02x", rnd[i]);
   memcpy(&m->seed, rnd + HD_EPOCH_LEN / 2, 8);
   atomic_init(&m->next_uid, 1);
   atomic_fetch_add(&instances, 1);
@@ -218,7 +220,8 @@ static int grow(shard_t *s) {
 }
 
 /* Finds or creates the user; the shard is locked. */
-static hd_user_t *intern(hd_manager_t *m, shard_t *s, uint64_t h, const char *id, size_t n) {
+static hd_user_t *intern(hd_manager_t *m, shard_t *s, uint64_t h, const char *id,
+                         size_t n) {
   hd_user_t *u = find(s, h, id, n);
   size_t k;
 
@@ -244,7 +247,6 @@ static bool valid_id(const char *id, size_t *len) {
   *len = strnlen(id, HD_ID_MAX + 1);
   return *len > 0 && *len <= HD_ID_MAX;
 }
-
 
 static bool with_user(hd_manager_t *m, const char *user_id,
                       void (*fn)(hd_manager_t *, hd_user_t *, void *), void *arg);
@@ -300,7 +302,8 @@ static void evict(hd_manager_t *m, hd_user_t *u, int64_t now) {
     hist_t *e = hist_at(u, 0);
     bool spare = run_active(u, e->run);
     if (u->hbytes > m->limits.max_bytes ||
-        (!spare && (u->hlen > m->limits.max_events || now - e->ts_ms > m->limits.max_age_ms)))
+        (!spare &&
+         (u->hlen > m->limits.max_events || now - e->ts_ms > m->limits.max_age_ms)))
       pop_front(m, u);
     else
       break;
@@ -318,8 +321,10 @@ static int fifo_push(hd_manager_t *m, hd_user_t *u, uint64_t seq) {
     size_t k = 0;
     for (size_t i = 0; i < m->flen; i++) {
       fifo_t e = m->fifo[(m->fhead + i) % m->fcap];
-      if (e.seq > atomic_load(&e.u->evicted_through)) m->fifo[(m->fhead + k++) % m->fcap] = e;
-      else atomic_fetch_sub(&e.u->fifo_refs, 1);
+      if (e.seq > atomic_load(&e.u->evicted_through))
+        m->fifo[(m->fhead + k++) % m->fcap] = e;
+      else
+        atomic_fetch_sub(&e.u->fifo_refs, 1);
     }
     m->flen = k;
   }
@@ -408,7 +413,8 @@ static int remember(hd_manager_t *m, hd_user_t *u, hd_frame_t *f, const hd_event
     u->hhead = 0;
   }
   if (fifo_push(m, u, f->seq) < 0) return HD_ENOMEM;
-  *hist_at(u, u->hlen++) = (hist_t){hd_frame_ref(f), f->seq, now, r ? r->serial : 0, cost};
+  *hist_at(u, u->hlen++) =
+      (hist_t){hd_frame_ref(f), f->seq, now, r ? r->serial : 0, cost};
   u->hbytes += cost;
   atomic_fetch_add(&m->hist_total, cost);
   atomic_fetch_add(&m->hist_events, 1);
@@ -433,7 +439,8 @@ static size_t collect(hd_user_t *u, uint64_t since, size_t limit, hd_frame_t ***
 
 /* ---- connections -------------------------------------------------------------- */
 
-int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_attach_t *a) {
+int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id,
+                       hd_attach_t *a) {
   size_t n;
   uint64_t h, since;
   shard_t *s;
@@ -490,8 +497,10 @@ void hd__manager_detach(hd_manager_t *m, hd_sub_t *sub) {
   if (u == NULL) return;
   s = shard_of(m, u->hash);
   pthread_mutex_lock(&s->lock);
-  if (sub->prev) sub->prev->next = sub->next;
-  else u->subs = sub->next;
+  if (sub->prev)
+    sub->prev->next = sub->next;
+  else
+    u->subs = sub->next;
   if (sub->next) sub->next->prev = sub->prev;
   if (--u->nsubs == 0) atomic_fetch_sub(&m->users, 1);
   pthread_mutex_unlock(&s->lock);
@@ -611,9 +620,10 @@ static int publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
 
   if (!valid_id(user_id, &n) || !valid_event(ev)) return HD_EINVAL;
   if (atomic_load(&m->draining)) return HD_EBUSY;
-  plen = (size_t)snprintf(prefix, sizeof(prefix), "{\"type\":\"%s\",\"seq\":",
-                          type_names[ev->type]);
-  if ((suffix = encode_suffix(ev, ts, sbuf, sizeof(sbuf), &slen)) == NULL) return HD_ENOMEM;
+  plen = (size_t)snprintf(prefix, sizeof(prefix),
+                          "{\"type\":\"%s\",\"seq\":", type_names[ev->type]);
+  if ((suffix = encode_suffix(ev, ts, sbuf, sizeof(sbuf), &slen)) == NULL)
+    return HD_ENOMEM;
   h = hash_id(m, user_id, n);
   s = shard_of(m, h);
 
@@ -663,8 +673,8 @@ fail_locked:
   return rc;
 }
 
-HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id, const hd_event_t *ev,
-                                 hd_publish_result_t *res) {
+HD_EXPORT int hd_manager_publish(hd_manager_t *m, const char *user_id,
+                                 const hd_event_t *ev, hd_publish_result_t *res) {
   return publish(m, user_id, ev, 0, res);
 }
 
@@ -696,7 +706,8 @@ HD_EXPORT hd_scope_t hd_manager_scope(hd_manager_t *m, const hd_user_ctx_t *ctx)
   return s;
 }
 
-HD_EXPORT int hd_scope_emit(hd_scope_t s, const hd_event_t *ev, hd_publish_result_t *res) {
+HD_EXPORT int hd_scope_emit(hd_scope_t s, const hd_event_t *ev,
+                            hd_publish_result_t *res) {
   if (s.manager == NULL || s.ctx == NULL || s.ctx->user_id == NULL) return HD_EINVAL;
   return hd_manager_publish(s.manager, s.ctx->user_id, ev, res);
 }
@@ -741,7 +752,8 @@ static void close_all(hd_manager_t *m, hd_user_t *u, void *arg) {
   }
 }
 
-HD_EXPORT size_t hd_manager_disconnect(hd_manager_t *m, const char *user_id, uint16_t code) {
+HD_EXPORT size_t hd_manager_disconnect(hd_manager_t *m, const char *user_id,
+                                       uint16_t code) {
   close_arg_t a = {code, 0};
   with_user(m, user_id, close_all, &a);
   return a.closed;
@@ -799,9 +811,9 @@ static void runs_reply(hd_manager_t *m, hd_user_t *u, void *arg) {
 
   for (uint32_t i = 0; list && i < u->nruns; i++) {
     run_t *r = &u->runs[i];
-    json_t *o = json_pack("{s:s, s:s?, s:I, s:s}", "run_id", r->run_id, "thread_id",
-                          r->thread_id, "first_seq", (json_int_t)r->first_seq, "status",
-                          "running");
+    json_t *o =
+        json_pack("{s:s, s:s?, s:I, s:s}", "run_id", r->run_id, "thread_id", r->thread_id,
+                  "first_seq", (json_int_t)r->first_seq, "status", "running");
     if (o) json_array_append_new(list, o);
   }
   json_t *reply = json_pack("{s:s, s:o}", "type", "runs", "runs", list);
@@ -811,7 +823,8 @@ static void runs_reply(hd_manager_t *m, hd_user_t *u, void *arg) {
 
 char *hd__manager_runs_json(hd_manager_t *m, const char *user_id) {
   reply_t r = {NULL};
-  if (!with_user(m, user_id, runs_reply, &r)) return strdup("{\"type\":\"runs\",\"runs\":[]}");
+  if (!with_user(m, user_id, runs_reply, &r))
+    return strdup("{\"type\":\"runs\",\"runs\":[]}");
   return r.json;
 }
 
@@ -870,7 +883,8 @@ char *hd__manager_history_json(hd_manager_t *m, const char *user_id, uint64_t si
 /* A record nobody needs: no connection, no retained event, no run in flight,
  * and no FIFO entry naming it. Shard locked. */
 static bool idle(hd_user_t *u) {
-  return u->nsubs == 0 && u->hlen == 0 && u->nruns == 0 && atomic_load(&u->fifo_refs) == 0;
+  return u->nsubs == 0 && u->hlen == 0 && u->nruns == 0 &&
+         atomic_load(&u->fifo_refs) == 0;
 }
 
 void hd__manager_expire(hd_manager_t *m) {

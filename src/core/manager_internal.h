@@ -20,8 +20,8 @@ typedef struct hd_sub_s {
   struct hd_user_s *user; /* set by attach; NULL when not registered */
   const char *user_id;    /* the user's id, owned by the manager; valid while set */
   struct hd_sub_s *prev, *next;
-  uint32_t uid;           /* the user's tag, checked against each frame's */
-  uint16_t worker;        /* the worker the connection lives on */
+  uint32_t uid;    /* the user's tag, checked against each frame's */
+  uint16_t worker; /* the worker the connection lives on */
 } hd_sub_t;
 
 typedef struct {
@@ -49,23 +49,24 @@ void hd__manager_configure(hd_manager_t *m, const hd_history_limits_t *limits);
 
 /* Registration of a connection, with an optional resume. */
 typedef struct {
-  bool resume;              /* in: the client sent since_seq */
-  uint64_t since_seq;       /* in */
-  const char *client_epoch; /* in: the epoch the client last saw, or NULL */
-  uint32_t max_subs;        /* in: the user's connection limit, 0 = none */
-  uint64_t head_seq;        /* out: the newest seq at registration */
+  bool resume;                  /* in: the client sent since_seq */
+  uint64_t since_seq;           /* in */
+  const char *client_epoch;     /* in: the epoch the client last saw, or NULL */
+  uint32_t max_subs;            /* in: the user's connection limit, 0 = none */
+  uint64_t head_seq;            /* out: the newest seq at registration */
   char epoch[HD_EPOCH_LEN + 1]; /* out */
-  hd_frame_t **replay;      /* out: retained events after since_seq, in order;
-                               each holds a reference; free() the array */
-  size_t nreplay;           /* out */
-  bool complete;            /* out: no event after since_seq is missing */
+  hd_frame_t **replay;          /* out: retained events after since_seq, in order;
+                                   each holds a reference; free() the array */
+  size_t nreplay;               /* out */
+  bool complete;                /* out: no event after since_seq is missing */
 } hd_attach_t;
 
 /* Registers sub for user_id. Atomically with the registration, reports the
  * head seq and epoch and, when resuming, takes the retained events after
  * since_seq: every later event is delivered to sub through the transport, so
  * replay + live has no gap and no duplicate. Returns 0, HD_EINVAL or HD_ENOMEM. */
-int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id, hd_attach_t *a);
+int hd__manager_attach(hd_manager_t *m, hd_sub_t *sub, const char *user_id,
+                       hd_attach_t *a);
 /* (HD_ELIMIT: the user already has max_subs connections; nothing registered.) */
 
 /* The "runs" reply for user_id: its runs in flight. malloc'ed JSON text. */

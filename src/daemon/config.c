@@ -47,10 +47,10 @@ void hd_config_defaults(hd_config_t *cfg) {
 }
 
 void hd_config_dispose(hd_config_t *cfg) {
-  char **strs[] = {&cfg->echo_path,          &cfg->jwt_secret,   &cfg->jwt_alg,
-                   &cfg->jwt_public_key_file, &cfg->jwt_audience, &cfg->jwt_issuer,
-                   &cfg->api_key,             &cfg->allowed_origins,
-                   &cfg->agent,               &cfg->agent_url,    &cfg->users_file};
+  char **strs[] = {
+      &cfg->echo_path,    &cfg->jwt_secret, &cfg->jwt_alg,   &cfg->jwt_public_key_file,
+      &cfg->jwt_audience, &cfg->jwt_issuer, &cfg->api_key,   &cfg->allowed_origins,
+      &cfg->agent,        &cfg->agent_url,  &cfg->users_file};
   for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
     free(*strs[i]);
     *strs[i] = NULL;
@@ -87,7 +87,8 @@ static int parse_listen(hd_config_t *cfg, const char *v, char *err, size_t errle
   char *end;
   long port;
 
-  if (colon == NULL) return errf(err, errlen, "--listen: expected HOST:PORT, got '%s'", v);
+  if (colon == NULL)
+    return errf(err, errlen, "--listen: expected HOST:PORT, got '%s'", v);
   hlen = (size_t)(colon - v);
   if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') { /* [::1]:8080 */
     host++;
@@ -105,8 +106,8 @@ static int parse_listen(hd_config_t *cfg, const char *v, char *err, size_t errle
   return 0;
 }
 
-static int parse_size(const char *name, const char *v, size_t min, size_t max, size_t *out,
-                      char *err, size_t errlen) {
+static int parse_size(const char *name, const char *v, size_t min, size_t max,
+                      size_t *out, char *err, size_t errlen) {
   char *end;
   unsigned long long n;
 
@@ -127,8 +128,8 @@ typedef struct {
   size_t min, max;
 } num_opt_t;
 
-#define NUM(name, field, min, max)                                                    \
-  {name, offsetof(hd_config_t, field), sizeof(((hd_config_t *)0)->field), min, max}
+#define NUM(name, field, min, max)                                                       \
+  { name, offsetof(hd_config_t, field), sizeof(((hd_config_t *)0)->field), min, max }
 
 static const num_opt_t nums[] = {
     NUM("workers", workers, 1, 256),
@@ -204,7 +205,8 @@ static int apply(hd_config_t *cfg, const char *name, const char *v, char *err,
   if (is(name, "demo-pace")) { /* MS or MIN-MAX */
     unsigned lo, hi;
     int k = 0;
-    if (sscanf(v, "%u-%u%n", &lo, &hi, &k) == 2 && v[k] == '\0' && lo <= hi && hi <= 60000) {
+    if (sscanf(v, "%u-%u%n", &lo, &hi, &k) == 2 && v[k] == '\0' && lo <= hi &&
+        hi <= 60000) {
       cfg->demo_pace_min_ms = lo;
       cfg->demo_pace_max_ms = hi;
       return 0;
@@ -233,8 +235,7 @@ int hd_config_load_file(hd_config_t *cfg, const char *path, char *err, size_t er
   const char *key;
   int rc = 0;
 
-  if (root == NULL)
-    return errf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+  if (root == NULL) return errf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
   if (!json_is_object(root)) {
     json_decref(root);
     return errf(err, errlen, "%s: expected a JSON object", path);
@@ -242,8 +243,10 @@ int hd_config_load_file(hd_config_t *cfg, const char *path, char *err, size_t er
   json_object_foreach(root, key, v) {
     char buf[64];
     const char *s = buf;
-    if (json_is_string(v)) s = json_string_value(v);
-    else if (json_is_integer(v)) snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
+    if (json_is_string(v))
+      s = json_string_value(v);
+    else if (json_is_integer(v))
+      snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
     else {
       rc = errf(err, errlen, "%s: '%s' must be a string or an integer", path, key);
       break;
@@ -256,7 +259,8 @@ int hd_config_load_file(hd_config_t *cfg, const char *path, char *err, size_t er
 
 static const char usage[] =
     "usage: heraldd [options]\n"
-    "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080; port 0 = any)\n"
+    "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080; port 0 = "
+    "any)\n"
     "  --config FILE           JSON config file (same option names, '_' for '-')\n"
     "  --workers N             event-loop threads (default: one per CPU)\n"
     "  --echo-path PATH        unauthenticated echo endpoint for RFC 6455 testing (off)\n"
@@ -274,12 +278,15 @@ static const char usage[] =
     "  --jwt-leeway S          clock skew allowed for exp/nbf, <= 60 (default 30)\n"
     "  --allowed-origins LIST  comma-separated origins (default: the request's host)\n"
     "  --max-batch N           events per publish request (default 1000)\n"
-    "  --socket-sndbuf BYTES   kernel send buffer per connection (default: the kernel's)\n"
+    "  --socket-sndbuf BYTES   kernel send buffer per connection (default: the "
+    "kernel's)\n"
     "  --max-user-connections N  connections per user, then 4009 (default 64)\n"
-    "  --max-client-rate N     client messages per second per connection, then 4029 (default 50)\n"
+    "  --max-client-rate N     client messages per second per connection, then 4029 "
+    "(default 50)\n"
     "  --agent demo|webhook|none  who answers user messages (default demo)\n"
     "  --agent-url URL         webhook agent: where user messages are POSTed\n"
-    "  --agent-timeout-ms MS   webhook agent: answer deadline per request (default 10000)\n"
+    "  --agent-timeout-ms MS   webhook agent: answer deadline per request (default "
+    "10000)\n"
     "  --run-timeout S         fail a run whose agent is silent this long (default 120)\n"
     "  --max-runs N            runs in flight per user (default 4)\n"
     "  --demo-pace MS|MIN-MAX  demo agent delay between steps (default 30-80)\n"
@@ -291,7 +298,8 @@ static const char usage[] =
     "  --history-memory BYTES  history of all users together (default 268435456)\n"
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --help, --version\n"
-    "environment: HERALD_JWT_SECRET (HMAC key, >= 32 bytes), HERALD_API_KEY (backend API),\n"
+    "environment: HERALD_JWT_SECRET (HMAC key, >= 32 bytes), HERALD_API_KEY (backend "
+    "API),\n"
     "  HERALD_WEBHOOK_SECRET (webhook signatures; default HERALD_API_KEY)\n";
 
 int hd_config_from_args(hd_config_t *cfg, int argc, char **argv, char *err,

@@ -23,7 +23,9 @@ void hd__log(int level, const char *fmt, ...) {
   gmtime_r(&ts.tv_sec, &tm);
   n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
   k = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s ", ts.tv_nsec / 1000000,
-               names[level < 0 ? 0 : level > 3 ? 3 : level]);
+               names[level < 0   ? 0
+                     : level > 3 ? 3
+                                 : level]);
   if (k > 0) n += (size_t)k;
   va_start(ap, fmt);
   k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);

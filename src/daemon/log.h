@@ -8,9 +8,9 @@ extern int hd__log_level;
 
 void hd__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define hd_log(level, ...)                                                            \
-  do {                                                                                \
-    if ((level) <= hd__log_level) hd__log((level), __VA_ARGS__);                      \
+#define hd_log(level, ...)                                                               \
+  do {                                                                                   \
+    if ((level) <= hd__log_level) hd__log((level), __VA_ARGS__);                         \
   } while (0)
 
 #endif

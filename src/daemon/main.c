@@ -126,7 +126,8 @@ int main(int argc, char **argv) {
   hd_runtime_init(agent, srv.manager, cfg.run_timeout_s, cfg.max_runs);
   if (cfg.api_key == NULL)
     hd_log(HD_LOG_WARN, "HERALD_API_KEY is not set: the backend API answers 401");
-  if (cfg.echo_path) hd_log(HD_LOG_INFO, "echo endpoint at %s (testing only)", cfg.echo_path);
+  if (cfg.echo_path)
+    hd_log(HD_LOG_INFO, "echo endpoint at %s (testing only)", cfg.echo_path);
   rc = hd_server_run(&srv);
   hd_server_dispose(&srv);
   hd_jwt_verifier_free(srv.jwt);

@@ -33,7 +33,7 @@
 #include "net/net.h"
 #include "proto/handshake.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+#define container_of(p, type, field) ((type *)((char *)(p)-offsetof(type, field)))
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void flush(hd_conn_t *c);
@@ -67,8 +67,10 @@ static void on_closed(uv_handle_t *h) {
   hd_ws_reader_dispose(&c->ws);
   hd_http_parser_free(c->http);
   c->http = NULL;
-  if (c->prev) c->prev->next = c->next;
-  else w->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   atomic_fetch_sub(&w->stats.conns, 1);
   hd_conn_unref(c); /* inbox items may still hold the memory */
@@ -219,7 +221,8 @@ static bool same_run(json_t *a, json_t *b) {
 
 /* Builds the merged event: type, seq (the last's), seq_from, then the first's
  * other fields, with ts (the last's) and data {"delta": joined}. */
-static hd_frame_t *merge(json_t *first, json_t *last, json_int_t seq_from, const char *joined) {
+static hd_frame_t *merge(json_t *first, json_t *last, json_int_t seq_from,
+                         const char *joined) {
   json_t *o = json_object(), *v;
   const char *key;
   hd_frame_t *f = NULL;
@@ -230,10 +233,13 @@ static hd_frame_t *merge(json_t *first, json_t *last, json_int_t seq_from, const
   json_object_set_new(o, "seq_from", json_integer(seq_from));
   json_object_foreach(first, key, v) {
     if (strcmp(key, "ts") == 0) v = json_object_get(last, "ts");
-    if (strcmp(key, "data") == 0) json_object_set_new(o, key, json_pack("{s:s}", "delta", joined));
-    else if (json_object_get(o, key) == NULL) json_object_set(o, key, v);
+    if (strcmp(key, "data") == 0)
+      json_object_set_new(o, key, json_pack("{s:s}", "delta", joined));
+    else if (json_object_get(o, key) == NULL)
+      json_object_set(o, key, v);
   }
-  if ((text = json_dumps(o, JSON_COMPACT)) != NULL) f = hd_frame_new(HD_WS_OP_TEXT, text, strlen(text));
+  if ((text = json_dumps(o, JSON_COMPACT)) != NULL)
+    f = hd_frame_new(HD_WS_OP_TEXT, text, strlen(text));
   free(text);
   json_decref(o);
   return f;
@@ -259,11 +265,12 @@ static void coalesce(hd_conn_t *c) {
     size_t cap = 0;
     FILE *mem;
 
-    if (f->event == agent_message && j < c->qlen && (*qat(c, j))->event == agent_message &&
-        (first = parse_event(f)) != NULL && delta_of(first) &&
-        (mem = open_memstream(&joined, &cap)) != NULL) {
+    if (f->event == agent_message && j < c->qlen &&
+        (*qat(c, j))->event == agent_message && (first = parse_event(f)) != NULL &&
+        delta_of(first) && (mem = open_memstream(&joined, &cap)) != NULL) {
       json_t *from = json_object_get(first, "seq_from");
-      json_int_t seq_from = json_integer_value(from ? from : json_object_get(first, "seq"));
+      json_int_t seq_from =
+          json_integer_value(from ? from : json_object_get(first, "seq"));
       fputs(delta_of(first), mem);
       for (; j < c->qlen && (*qat(c, j))->event == agent_message; j++) {
         json_t *e = parse_event(*qat(c, j));
@@ -379,8 +386,10 @@ static void on_write(uv_write_t *req, int status) {
   }
   atomic_fetch_add(&c->w->stats.bytes_out, n);
   advance(c, n);
-  if (c->qlen) flush(c);
-  else after_drain(c);
+  if (c->qlen)
+    flush(c);
+  else
+    after_drain(c);
 }
 
 #define MAX_IOV 64
@@ -452,30 +461,47 @@ void hd_worker_flush(hd_worker_t *w) {
 
 static const char *reason_phrase(int status) {
   switch (status) {
-  case 101: return "Switching Protocols";
-  case 200: return "OK";
-  case 204: return "No Content";
-  case 304: return "Not Modified";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 413: return "Content Too Large";
-  case 426: return "Upgrade Required";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 503: return "Service Unavailable";
-  default: return "Unknown";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 204:
+    return "No Content";
+  case 304:
+    return "Not Modified";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Content Too Large";
+  case 426:
+    return "Upgrade Required";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return "Unknown";
   }
 }
 
-void hd_conn_respond(hd_conn_t *c, int status, const char *content_type,
-                     const char *body, size_t len, const char *extra_headers,
-                     bool keep_alive) {
+void hd_conn_respond(hd_conn_t *c, int status, const char *content_type, const char *body,
+                     size_t len, const char *extra_headers, bool keep_alive) {
   char head[1024];
   hd_frame_t *f;
   int n;
@@ -490,7 +516,8 @@ void hd_conn_respond(hd_conn_t *c, int status, const char *content_type,
                "%s"
                "\r\n",
                status, reason_phrase(status), content_type, len,
-               keep_alive ? "" : "Connection: close\r\n", extra_headers ? extra_headers : "");
+               keep_alive ? "" : "Connection: close\r\n",
+               extra_headers ? extra_headers : "");
   if (n < 0 || (size_t)n >= sizeof(head)) {
     hd_conn_abort(c);
     return;
@@ -517,8 +544,9 @@ void hd_conn_respond_error(hd_conn_t *c, int status, const char *code,
                            const char *message, bool keep_alive) {
   char body[1600], esc[6 * 200];
   size_t mlen = strnlen(message, 200);
-  int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%.*s\"}}",
-                   code, (int)hd__json_escape(esc, message, mlen), esc);
+  int n =
+      snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%.*s\"}}",
+               code, (int)hd__json_escape(esc, message, mlen), esc);
   if (n < 0 || (size_t)n >= sizeof(body)) n = 0;
   hd_conn_respond(c, status, "application/json", body, (size_t)n, NULL, keep_alive);
 }
@@ -620,7 +648,6 @@ static void http_feed(hd_conn_t *c, uint8_t *p, size_t n) {
   }
 }
 
-
 static void defer_work(uv_work_t *req) {
   defer_t *d = req->data;
   d->work(d->arg);
@@ -666,8 +693,10 @@ void hd_conn_peer(hd_conn_t *c, char *out, size_t cap) {
 
   out[0] = '\0';
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
-  if (ss.ss_family == AF_INET) uv_ip4_name((struct sockaddr_in *)&ss, out, cap);
-  else if (ss.ss_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);
+  if (ss.ss_family == AF_INET)
+    uv_ip4_name((struct sockaddr_in *)&ss, out, cap);
+  else if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, out, cap);
 }
 
 /* ---- WebSocket ------------------------------------------------------------ */
@@ -722,10 +751,10 @@ static void on_message(hd_conn_t *c, const hd_ws_event_t *ev) {
     }
     hd_client_on_message(c, ev->data, ev->len);
     break;
-  default: break;
+  default:
+    break;
   }
 }
-
 
 int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
                          hd_attach_t *a) {
@@ -754,8 +783,10 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
     /* The replay bypasses the slow-consumer limit: a client reading at full
      * speed must not be closed for the size of its own backlog. */
     if (!hd__manager_check_write(srv->manager, &c->sub, a->replay[i])) {
-      hd_log(HD_LOG_ERROR, "isolation: replay frame for user tag %u refused on conn %llu "
-             "(user tag %u)", a->replay[i]->user, (unsigned long long)c->id, c->sub.uid);
+      hd_log(HD_LOG_ERROR,
+             "isolation: replay frame for user tag %u refused on conn %llu "
+             "(user tag %u)",
+             a->replay[i]->user, (unsigned long long)c->id, c->sub.uid);
     } else if (c->state != HD_CONN_CLOSED && push(c, a->replay[i]) == 0) {
       c->grace += a->replay[i]->len;
       replayed++;
@@ -765,14 +796,15 @@ int hd_conn_authenticate(hd_conn_t *c, const char *user_id, int64_t token_exp,
   free(a->replay);
   a->replay = NULL;
   if (a->resume && c->state != HD_CONN_CLOSED) {
-    n = snprintf(msg, sizeof(msg),
-                 "{\"type\":\"resumed\",\"from_seq\":%llu,\"to_seq\":%llu,\"complete\":%s}",
-                 (unsigned long long)a->since_seq + 1, (unsigned long long)a->head_seq,
-                 a->complete && replayed == a->nreplay ? "true" : "false");
+    n = snprintf(
+        msg, sizeof(msg),
+        "{\"type\":\"resumed\",\"from_seq\":%llu,\"to_seq\":%llu,\"complete\":%s}",
+        (unsigned long long)a->since_seq + 1, (unsigned long long)a->head_seq,
+        a->complete && replayed == a->nreplay ? "true" : "false");
     queue_new(c, HD_WS_OP_TEXT, msg, (size_t)n);
   }
-  hd_log(HD_LOG_DEBUG, "conn %llu: authenticated as %s%s", (unsigned long long)c->id, user_id,
-         a->resume ? " (resume)" : "");
+  hd_log(HD_LOG_DEBUG, "conn %llu: authenticated as %s%s", (unsigned long long)c->id,
+         user_id, a->resume ? " (resume)" : "");
   return 0;
 }
 
@@ -796,7 +828,8 @@ static void ws_feed(hd_conn_t *c, uint8_t *p, size_t n) {
     p += rc;
     n -= (size_t)rc;
     switch (ev.type) {
-    case HD_WS_EV_NONE: break;
+    case HD_WS_EV_NONE:
+      break;
     case HD_WS_EV_MESSAGE:
       if (c->state == HD_CONN_WS) on_message(c, &ev);
       break;
@@ -804,7 +837,8 @@ static void ws_feed(hd_conn_t *c, uint8_t *p, size_t n) {
       /* RFC 6455 5.5.2: answer at once, also between fragments. */
       if (c->state == HD_CONN_WS) send_control(c, HD_WS_OP_PONG, ev.data, ev.len);
       break;
-    case HD_WS_EV_PONG: break; /* unsolicited pongs are fine (5.5.3) */
+    case HD_WS_EV_PONG:
+      break; /* unsolicited pongs are fine (5.5.3) */
     case HD_WS_EV_CLOSE:
       if (c->state == HD_CONN_WS) {
         /* Echo the peer's code (RFC 6455 5.5.1); none means an empty close. */
@@ -830,8 +864,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread == 0) return;
-  if (c->state == HD_CONN_HTTP) http_feed(c, (uint8_t *)buf->base, (size_t)nread);
-  else if (c->endpoint == HD_EP_NONE) return; /* lingering HTTP close: discard */
+  if (c->state == HD_CONN_HTTP)
+    http_feed(c, (uint8_t *)buf->base, (size_t)nread);
+  else if (c->endpoint == HD_EP_NONE)
+    return; /* lingering HTTP close: discard */
   else if (c->state == HD_CONN_WS || c->state == HD_CONN_CLOSING)
     ws_feed(c, (uint8_t *)buf->base, (size_t)nread);
 }
@@ -860,7 +896,7 @@ void hd_conn_sweep(hd_conn_t *c) {
     if (atomic_load(&c->inbox_lost)) {
       hd_conn_ws_close(c, HD_WS_CLOSE_INTERNAL, "events lost: reconnect to resume");
     } else if (c->endpoint == HD_EP_CLIENT && !c->authed &&
-        (int32_t)(w->now_s - c->deadline_s) >= 0) {
+               (int32_t)(w->now_s - c->deadline_s) >= 0) {
       atomic_fetch_add(&w->stats.auth_failures, 1);
       hd_conn_ws_close(c, HD_WS_CLOSE_UNAUTHORIZED, "no auth message in time");
     } else if (c->authed && c->token_exp + cfg->jwt_leeway_s <= w->wall_s) {
@@ -878,6 +914,7 @@ void hd_conn_sweep(hd_conn_t *c) {
   case HD_CONN_CLOSING:
     if ((int32_t)(w->now_s - c->deadline_s) >= 0) hd_conn_abort(c);
     break;
-  default: break;
+  default:
+    break;
   }
 }

@@ -17,7 +17,7 @@
 #include "daemon/log.h"
 #include "net/net.h"
 
-#define container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+#define container_of(p, type, field) ((type *)((char *)(p)-offsetof(type, field)))
 
 static int push_item(hd_worker_t *w, hd_inbox_item_t item) {
   bool wake;

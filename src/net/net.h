@@ -42,8 +42,8 @@ typedef struct {
   atomic_uint_fast64_t auth_failures;
   atomic_uint_fast64_t client_errors; /* error replies to client messages */
   atomic_uint_fast64_t http_errors;   /* HTTP answers with a status >= 400 */
-  atomic_int_fast64_t conns;    /* open TCP connections */
-  atomic_int_fast64_t ws_conns; /* open WebSocket connections */
+  atomic_int_fast64_t conns;          /* open TCP connections */
+  atomic_int_fast64_t ws_conns;       /* open WebSocket connections */
 } hd_worker_stats_t;
 
 struct hd_worker_s {
@@ -52,21 +52,21 @@ struct hd_worker_s {
   uv_loop_t loop;
   uv_thread_t thread;
   uv_tcp_t listener;
-  uv_async_t wakeup;  /* another thread has work for this worker */
+  uv_async_t wakeup; /* another thread has work for this worker */
   uv_mutex_t inbox_lock;
   struct hd_inbox_item_s *inbox; /* frames and closes handed over by other threads */
   size_t inbox_len, inbox_cap;
   struct hd_inbox_item_s *spare; /* the other buffer of the double-buffered inbox */
   size_t spare_cap;
-  uv_timer_t sweep;   /* once a second: timeouts and heartbeats */
+  uv_timer_t sweep; /* once a second: timeouts and heartbeats */
   uv_prepare_t flush_before_poll;
   uv_check_t flush_after_poll;
-  hd_conn_t *conns;   /* every open connection (intrusive list) */
-  hd_conn_t *dirty;   /* connections with queued bytes to write this pass */
-  hd_frame_t *ping;   /* the shared heartbeat ping frame */
-  void *agent_runs;   /* the runs living on this worker (src/agent/runtime.c) */
-  uint32_t now_s;     /* loop time in seconds, updated by the sweep */
-  int64_t wall_s;     /* Unix time, updated by the sweep (token expiry) */
+  hd_conn_t *conns; /* every open connection (intrusive list) */
+  hd_conn_t *dirty; /* connections with queued bytes to write this pass */
+  hd_frame_t *ping; /* the shared heartbeat ping frame */
+  void *agent_runs; /* the runs living on this worker (src/agent/runtime.c) */
+  uint32_t now_s;   /* loop time in seconds, updated by the sweep */
+  int64_t wall_s;   /* Unix time, updated by the sweep (token expiry) */
   bool stopping;
   hd_worker_stats_t stats;
   uint8_t rbuf[HD_READ_BUF]; /* shared read buffer: reads are handled synchronously */
@@ -76,8 +76,8 @@ struct hd_server_s {
   hd_config_t *cfg;
   int nworkers;
   hd_worker_t *workers;
-  int port;                 /* the bound port (resolves --listen ...:0) */
-  uint64_t started_ms;      /* wall clock at start, for uptime */
+  int port;            /* the bound port (resolves --listen ...:0) */
+  uint64_t started_ms; /* wall clock at start, for uptime */
   atomic_bool draining;
   uv_loop_t *main_loop;
   uv_signal_t sigterm;
@@ -96,10 +96,10 @@ enum { HD_EP_NONE = 0, HD_EP_ECHO, HD_EP_CLIENT };
 struct hd_conn_s {
   uv_tcp_t tcp;
   hd_worker_t *w;
-  hd_sub_t sub;           /* registration with the manager (CLIENT, authed) */
-  atomic_uint refs;       /* 1 for the open handle + 1 per inbox item */
+  hd_sub_t sub;     /* registration with the manager (CLIENT, authed) */
+  atomic_uint refs; /* 1 for the open handle + 1 per inbox item */
   union {
-    int64_t token_exp;     /* CLIENT, authed: the token's exp; 4002 when passed */
+    int64_t token_exp; /* CLIENT, authed: the token's exp; 4002 when passed */
     struct hd_pending_resume_s *pending; /* CLIENT, awaiting auth: the query's
                                             since_seq/epoch (heap, or NULL) */
   };
@@ -109,13 +109,13 @@ struct hd_conn_s {
   hd_frame_t **q;         /* send queue: a ring of shared frames */
   uv_write_t *wreq;       /* the write in flight, if any */
   uint64_t id;
-  uint32_t queued;        /* bytes queued and not yet written (< 4 GiB by the limits) */
-  uint32_t grace;         /* of those, resume replay not counted against the limit */
+  uint32_t queued; /* bytes queued and not yet written (< 4 GiB by the limits) */
+  uint32_t grace;  /* of those, resume replay not counted against the limit */
   hd_ws_reader_t ws;
   uint32_t qhead, qlen, qcap;
-  uint32_t head_off;      /* bytes of q[qhead] already written */
-  uint32_t inflight;      /* frames at the head owned by wreq */
-  uint32_t deadline_s;    /* HTTP: request deadline; CLOSING: give up waiting */
+  uint32_t head_off;   /* bytes of q[qhead] already written */
+  uint32_t inflight;   /* frames at the head owned by wreq */
+  uint32_t deadline_s; /* HTTP: request deadline; CLOSING: give up waiting */
   uint32_t last_rx_s;
   uint32_t last_ping_s;
   uint32_t rate_window_s; /* CLIENT: the second msgs_in_window counts */
@@ -123,11 +123,11 @@ struct hd_conn_s {
   uint8_t state;
   uint8_t endpoint;
   bool in_dirty;
-  bool close_after_write; /* close TCP once the queue drains */
-  bool shut;              /* uv_shutdown issued */
-  bool authed;            /* CLIENT: the user is known and registered */
+  bool close_after_write;   /* close TCP once the queue drains */
+  bool shut;                /* uv_shutdown issued */
+  bool authed;              /* CLIENT: the user is known and registered */
   struct hd_defer_s *defer; /* HTTP: a handler working off the loop, or NULL */
-  atomic_bool inbox_lost; /* an inbox push failed: close, there is a gap */
+  atomic_bool inbox_lost;   /* an inbox push failed: close, there is a gap */
 };
 
 /* Resume parameters from the handshake, kept until the auth message. */
@@ -140,9 +140,9 @@ typedef struct hd_pending_resume_s {
 /* Work handed to a worker by another thread: a frame or a close for one of its
  * connections, or a task to run on its loop. */
 typedef struct hd_inbox_item_s {
-  hd_conn_t *c;   /* holds a reference; NULL for a task */
-  hd_frame_t *f;  /* holds a reference; NULL for a close or a task */
-  uint16_t code;  /* close code */
+  hd_conn_t *c;  /* holds a reference; NULL for a task */
+  hd_frame_t *f; /* holds a reference; NULL for a close or a task */
+  uint16_t code; /* close code */
   void (*task)(hd_worker_t *w, void *arg);
   void *arg;
 } hd_inbox_item_t;
@@ -166,9 +166,8 @@ void hd_server_dispose(hd_server_t *srv);
 /* Connection operations (the connection's worker thread only). */
 void hd_conn_accept(hd_worker_t *w);
 void hd_conn_send(hd_conn_t *c, hd_frame_t *f); /* takes a new reference */
-void hd_conn_respond(hd_conn_t *c, int status, const char *content_type,
-                     const char *body, size_t len, const char *extra_headers,
-                     bool keep_alive);
+void hd_conn_respond(hd_conn_t *c, int status, const char *content_type, const char *body,
+                     size_t len, const char *extra_headers, bool keep_alive);
 void hd_conn_respond_json(hd_conn_t *c, int status, const char *json, bool keep_alive);
 void hd_conn_respond_error(hd_conn_t *c, int status, const char *code,
                            const char *message, bool keep_alive);

@@ -61,7 +61,8 @@ static void begin_drain(hd_worker_t *w) {
   hd_runtime_stop_worker(w);
   for (c = w->conns; c; c = next) {
     next = c->next;
-    if (c->state == HD_CONN_WS) hd_conn_ws_close(c, HD_WS_CLOSE_GOING_AWAY, "server shutting down");
+    if (c->state == HD_CONN_WS)
+      hd_conn_ws_close(c, HD_WS_CLOSE_GOING_AWAY, "server shutting down");
     else if (c->state == HD_CONN_HTTP && !hd_http_parser_busy(c->http) && c->qlen == 0)
       hd_conn_abort(c);
     else if (c->state == HD_CONN_HTTP)
@@ -165,7 +166,8 @@ static int worker_init(hd_server_t *srv, hd_worker_t *w, int id) {
   uv_tcp_init(&w->loop, &w->listener);
   w->listener.data = w;
   if ((rc = uv_tcp_open(&w->listener, fd)) != 0 ||
-      (rc = uv_listen((uv_stream_t *)&w->listener, srv->cfg->backlog, on_connection)) != 0) {
+      (rc = uv_listen((uv_stream_t *)&w->listener, srv->cfg->backlog, on_connection)) !=
+          0) {
     hd_log(HD_LOG_ERROR, "listen: %s", uv_strerror(rc));
     return rc;
   }
@@ -214,7 +216,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 
   if (atomic_exchange(&srv->draining, true)) return;
   hd__manager_set_draining(srv->manager, true);
-  hd_log(HD_LOG_INFO, "signal %d: draining (up to %us)", signum, srv->cfg->drain_timeout_s);
+  hd_log(HD_LOG_INFO, "signal %d: draining (up to %us)", signum,
+         srv->cfg->drain_timeout_s);
   for (int i = 0; i < srv->nworkers; i++) uv_async_send(&srv->workers[i].wakeup);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
@@ -229,7 +232,8 @@ int hd_server_run(hd_server_t *srv) {
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
   for (int i = 0; i < srv->nworkers; i++) {
-    if ((rc = uv_thread_create(&srv->workers[i].thread, worker_main, &srv->workers[i])) != 0)
+    if ((rc = uv_thread_create(&srv->workers[i].thread, worker_main, &srv->workers[i])) !=
+        0)
       return rc;
   }
   hd_log(HD_LOG_INFO, "listening on %s:%d (%d workers)", srv->cfg->listen_host, srv->port,
@@ -243,7 +247,8 @@ int hd_server_run(hd_server_t *srv) {
 void hd_server_dispose(hd_server_t *srv) {
   for (int i = 0; srv->workers && i < srv->nworkers; i++) {
     hd_worker_t *w = &srv->workers[i];
-    hd_worker_drain_inbox(w, false); /* drops what arrived after the last connection closed */
+    hd_worker_drain_inbox(
+        w, false); /* drops what arrived after the last connection closed */
     free(w->inbox);
     free(w->spare);
     uv_mutex_destroy(&w->inbox_lock);

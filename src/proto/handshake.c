@@ -71,8 +71,10 @@ int hd_ws_handshake_check(const hd_http_req_t *req, hd_ws_handshake_t *hs) {
     return reject(hs, 400, "http_version");
   if (hd_http_header_find(req, "host", &n) == NULL || n != 1)
     return reject(hs, 400, "missing_host");
-  if (!any_has(req, "upgrade", "websocket")) return reject(hs, 400, "not_websocket_upgrade");
-  if (!any_has(req, "connection", "upgrade")) return reject(hs, 400, "connection_not_upgrade");
+  if (!any_has(req, "upgrade", "websocket"))
+    return reject(hs, 400, "not_websocket_upgrade");
+  if (!any_has(req, "connection", "upgrade"))
+    return reject(hs, 400, "connection_not_upgrade");
   h = hd_http_header_find(req, "sec-websocket-version", &n);
   if (h == NULL) return reject(hs, 426, "missing_version");
   if (n != 1 || h->value_len != 2 || memcmp(h->value, "13", 2) != 0)
@@ -88,14 +90,15 @@ int hd_ws_handshake_check(const hd_http_req_t *req, hd_ws_handshake_t *hs) {
 }
 
 size_t hd_ws_handshake_response(const hd_ws_handshake_t *hs, char *out, size_t cap) {
-  int n = snprintf(out, cap,
-                   "HTTP/1.1 101 Switching Protocols\r\n"
-                   "Upgrade: websocket\r\n"
-                   "Connection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n"
-                   "%s"
-                   "\r\n",
-                   hs->accept,
-                   hs->protocol ? "Sec-WebSocket-Protocol: " HD_WS_SUBPROTOCOL "\r\n" : "");
+  int n =
+      snprintf(out, cap,
+               "HTTP/1.1 101 Switching Protocols\r\n"
+               "Upgrade: websocket\r\n"
+               "Connection: Upgrade\r\n"
+               "Sec-WebSocket-Accept: %s\r\n"
+               "%s"
+               "\r\n",
+               hs->accept,
+               hs->protocol ? "Sec-WebSocket-Protocol: " HD_WS_SUBPROTOCOL "\r\n" : "");
   return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

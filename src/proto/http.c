@@ -27,13 +27,13 @@ typedef struct {
 struct hd_http_parser_s {
   llhttp_t llhttp;
   size_t max_body;
-  size_t raw_head;     /* raw bytes of the current request's head so far */
-  bool in_request;     /* some bytes of a request have arrived */
-  bool head_done;      /* headers complete */
-  bool in_value;       /* the last header callback was a value */
-  bool complete;       /* on_message_complete fired */
-  bool overflow;       /* a header line beyond HD_HTTP_MAX_HEADERS began */
-  int status;          /* HTTP status for the last error */
+  size_t raw_head; /* raw bytes of the current request's head so far */
+  bool in_request; /* some bytes of a request have arrived */
+  bool head_done;  /* headers complete */
+  bool in_value;   /* the last header callback was a value */
+  bool complete;   /* on_message_complete fired */
+  bool overflow;   /* a header line beyond HD_HTTP_MAX_HEADERS began */
+  int status;      /* HTTP status for the last error */
   size_t head_len;
   size_t url_len;
   size_t nheaders;

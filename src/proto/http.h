@@ -22,7 +22,7 @@
 
 #include <llhttp.h>
 
-#define HD_HTTP_MAX_HEAD 8192
+#define HD_HTTP_MAX_HEAD    8192
 #define HD_HTTP_MAX_HEADERS 100
 
 typedef struct {
@@ -36,8 +36,8 @@ typedef struct {
   unsigned method; /* llhttp_method_t: HTTP_GET, HTTP_POST, ... */
   unsigned http_major;
   unsigned http_minor;
-  bool keep_alive; /* the connection may carry another request */
-  bool upgrade;    /* the request asked for a protocol upgrade */
+  bool keep_alive;  /* the connection may carry another request */
+  bool upgrade;     /* the request asked for a protocol upgrade */
   const char *path; /* URL up to '?', not NUL-terminated */
   size_t path_len;
   const char *query; /* after '?', or NULL */

@@ -24,13 +24,13 @@
 
 enum {
   S_ACCEPT = 0,
-  S_CONT1,   /* one 80..BF left */
-  S_CONT2,   /* two 80..BF left */
-  S_CONT3,   /* three 80..BF left */
-  S_E0,      /* A0..BF, then one */
-  S_ED,      /* 80..9F, then one */
-  S_F0,      /* 90..BF, then two */
-  S_F4,      /* 80..8F, then two */
+  S_CONT1, /* one 80..BF left */
+  S_CONT2, /* two 80..BF left */
+  S_CONT3, /* three 80..BF left */
+  S_E0,    /* A0..BF, then one */
+  S_ED,    /* 80..9F, then one */
+  S_F0,    /* 90..BF, then two */
+  S_F4,    /* 80..8F, then two */
   S_REJECT
 };
 
@@ -47,14 +47,22 @@ static uint8_t step(uint8_t s, uint8_t b) {
     if (b < 0xF4) return S_CONT3;
     if (b == 0xF4) return S_F4;
     return S_REJECT;
-  case S_CONT1: return (b & 0xC0) == 0x80 ? S_ACCEPT : S_REJECT;
-  case S_CONT2: return (b & 0xC0) == 0x80 ? S_CONT1 : S_REJECT;
-  case S_CONT3: return (b & 0xC0) == 0x80 ? S_CONT2 : S_REJECT;
-  case S_E0: return b >= 0xA0 && b <= 0xBF ? S_CONT1 : S_REJECT;
-  case S_ED: return b >= 0x80 && b <= 0x9F ? S_CONT1 : S_REJECT;
-  case S_F0: return b >= 0x90 && b <= 0xBF ? S_CONT2 : S_REJECT;
-  case S_F4: return b >= 0x80 && b <= 0x8F ? S_CONT2 : S_REJECT;
-  default: return S_REJECT;
+  case S_CONT1:
+    return (b & 0xC0) == 0x80 ? S_ACCEPT : S_REJECT;
+  case S_CONT2:
+    return (b & 0xC0) == 0x80 ? S_CONT1 : S_REJECT;
+  case S_CONT3:
+    return (b & 0xC0) == 0x80 ? S_CONT2 : S_REJECT;
+  case S_E0:
+    return b >= 0xA0 && b <= 0xBF ? S_CONT1 : S_REJECT;
+  case S_ED:
+    return b >= 0x80 && b <= 0x9F ? S_CONT1 : S_REJECT;
+  case S_F0:
+    return b >= 0x90 && b <= 0xBF ? S_CONT2 : S_REJECT;
+  case S_F4:
+    return b >= 0x80 && b <= 0x8F ? S_CONT2 : S_REJECT;
+  default:
+    return S_REJECT;
   }
 }
 

@@ -41,9 +41,12 @@ static bool is_control(unsigned op) {
 static size_t header_size(uint8_t b1) {
   size_t n = 2 + ((b1 & 0x80) ? 4 : 0);
   switch (b1 & 0x7F) {
-  case 126: return n + 2;
-  case 127: return n + 8;
-  default: return n;
+  case 126:
+    return n + 2;
+  case 127:
+    return n + 8;
+  default:
+    return n;
   }
 }
 
@@ -96,15 +99,18 @@ static int start_frame(hd_ws_reader_t *r, const uint8_t *h) {
   uint64_t len = h[1] & 0x7F;
   const uint8_t *mask = h + 2;
 
-  if (h[0] & 0x70) return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.2: no extension */
-  if (!(h[1] & 0x80)) return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.3: must mask */
+  if (h[0] & 0x70)
+    return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.2: no extension */
+  if (!(h[1] & 0x80))
+    return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.3: must mask */
   if (len == 126) {
     len = (uint64_t)h[2] << 8 | h[3];
     mask = h + 4;
   } else if (len == 127) {
     len = 0;
     for (int i = 0; i < 8; i++) len = len << 8 | h[2 + i];
-    if (len >> 63) return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.2: MSB must be 0 */
+    if (len >> 63)
+      return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.2: MSB must be 0 */
     mask = h + 10;
   }
 
@@ -122,7 +128,8 @@ static int start_frame(hd_ws_reader_t *r, const uint8_t *h) {
     if (!fin || len > HD_WS_MAX_CONTROL) return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL);
     if (op == HD_WS_OP_CLOSE && len == 1) return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL);
     break;
-  default: return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.2: reserved opcode */
+  default:
+    return fail(r, HD_EPROTO, HD_WS_CLOSE_PROTOCOL); /* 5.2: reserved opcode */
   }
 
   if (!is_control(op)) {
@@ -140,13 +147,19 @@ static int start_frame(hd_ws_reader_t *r, const uint8_t *h) {
   return 0;
 }
 
-static int control_event(hd_ws_reader_t *r, const uint8_t *p, size_t n, hd_ws_event_t *ev) {
+static int control_event(hd_ws_reader_t *r, const uint8_t *p, size_t n,
+                         hd_ws_event_t *ev) {
   ev->data = p;
   ev->len = n;
   switch (r->opcode) {
-  case HD_WS_OP_PING: ev->type = HD_WS_EV_PING; return 0;
-  case HD_WS_OP_PONG: ev->type = HD_WS_EV_PONG; return 0;
-  default: break;
+  case HD_WS_OP_PING:
+    ev->type = HD_WS_EV_PING;
+    return 0;
+  case HD_WS_OP_PONG:
+    ev->type = HD_WS_EV_PONG;
+    return 0;
+  default:
+    break;
   }
   /* RFC 6455 5.5.1: an optional 2-byte code, then a UTF-8 reason. */
   ev->close_code = HD_WS_CLOSE_NO_STATUS;
@@ -166,7 +179,8 @@ static int control_event(hd_ws_reader_t *r, const uint8_t *p, size_t n, hd_ws_ev
 }
 
 /* The current data frame is complete; a final one completes the message. */
-static int data_frame_end(hd_ws_reader_t *r, const uint8_t *p, size_t n, hd_ws_event_t *ev) {
+static int data_frame_end(hd_ws_reader_t *r, const uint8_t *p, size_t n,
+                          hd_ws_event_t *ev) {
   if (!r->fin) return 0;
   if (r->opcode == HD_WS_OP_CONT) {
     ev->opcode = r->msg_opcode;
@@ -282,8 +296,7 @@ int hd_ws_reader_feed(hd_ws_reader_t *r, uint8_t *in, size_t len, hd_ws_event_t 
         h = in + pos;
         pos += header_size(in[pos + 1]);
       } else {
-        while (pos < len &&
-               (r->hdr_len < 2 || r->hdr_len < header_size(r->hdr[1])))
+        while (pos < len && (r->hdr_len < 2 || r->hdr_len < header_size(r->hdr[1])))
           r->hdr[r->hdr_len++] = in[pos++];
         if (r->hdr_len < 2 || r->hdr_len < header_size(r->hdr[1])) break;
         h = r->hdr;

@@ -57,7 +57,7 @@ enum {
 };
 
 #define HD_WS_MAX_CONTROL 125 /* RFC 6455 5.5 */
-#define HD_WS_MAX_HEADER 10   /* server frames: 2 + 8 length bytes, no mask */
+#define HD_WS_MAX_HEADER  10  /* server frames: 2 + 8 length bytes, no mask */
 
 typedef enum {
   HD_WS_EV_NONE = 0, /* all input consumed, no event yet */
@@ -83,19 +83,19 @@ typedef struct hd_ws_reader_s {
   uint32_t max_message; /* limit on a (reassembled) data message, < 4 GiB */
   uint32_t buf_len;
   uint32_t buf_cap;
-  uint8_t *ctl;         /* partial control frame payload; heap or NULL */
+  uint8_t *ctl; /* partial control frame payload; heap or NULL */
   uint8_t ctl_len;
-  uint8_t hdr[14];      /* header bytes of a header split across reads */
+  uint8_t hdr[14]; /* header bytes of a header split across reads */
   uint8_t hdr_len;
   uint8_t mask[4];
-  uint8_t mask_pos;     /* offset into the mask of the next payload byte */
-  uint8_t opcode;       /* current frame */
-  uint8_t msg_opcode;   /* TEXT/BINARY of the message in progress, 0 if none */
+  uint8_t mask_pos;   /* offset into the mask of the next payload byte */
+  uint8_t opcode;     /* current frame */
+  uint8_t msg_opcode; /* TEXT/BINARY of the message in progress, 0 if none */
   uint8_t state;
   bool fin;
-  uint8_t release;      /* the last event pointed at buf or ctl: drop it next call */
+  uint8_t release; /* the last event pointed at buf or ctl: drop it next call */
   hd_utf8_state_t utf8;
-  uint16_t close_code;  /* after an error: the code to close with */
+  uint16_t close_code; /* after an error: the code to close with */
 } hd_ws_reader_t;
 
 /* Prepares a reader (caller's storage). max_message bounds a data message's

@@ -18,11 +18,14 @@ static void check(json_t *j, size_t limit) {
     if (msg[0] == '\0') abort(); /* every refusal names its reason */
     return;
   }
-  if (ev.user_id == NULL || strlen(ev.user_id) == 0 || strlen(ev.user_id) > HD_ID_MAX) abort();
-  if (hd_event_type_name(ev.ev.type) == NULL) abort();
-  if (ev.ev.thread_id && (strlen(ev.ev.thread_id) == 0 || strlen(ev.ev.thread_id) > HD_ID_MAX))
+  if (ev.user_id == NULL || strlen(ev.user_id) == 0 || strlen(ev.user_id) > HD_ID_MAX)
     abort();
-  if (ev.ev.run_id && (strlen(ev.ev.run_id) == 0 || strlen(ev.ev.run_id) > HD_ID_MAX)) abort();
+  if (hd_event_type_name(ev.ev.type) == NULL) abort();
+  if (ev.ev.thread_id &&
+      (strlen(ev.ev.thread_id) == 0 || strlen(ev.ev.thread_id) > HD_ID_MAX))
+    abort();
+  if (ev.ev.run_id && (strlen(ev.ev.run_id) == 0 || strlen(ev.ev.run_id) > HD_ID_MAX))
+    abort();
   if (ev.ev.data_len >= limit) abort();
   data = json_loadb(ev.ev.data, ev.ev.data_len, 0, NULL);
   if (!json_is_object(data)) abort();
@@ -37,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
   if (body == NULL) return 0;
   list = json_object_get(body, "events");
   if (json_is_array(list)) {
-    for (size_t i = 0; i < json_array_size(list); i++) check(json_array_get(list, i), limit);
+    for (size_t i = 0; i < json_array_size(list); i++)
+      check(json_array_get(list, i), limit);
   } else {
     check(body, limit);
   }

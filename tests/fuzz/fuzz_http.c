@@ -20,12 +20,12 @@
 #include "proto/handshake.h"
 #include "proto/http.h"
 
-#define REQUIRE(c)                                                                    \
-  do {                                                                                \
-    if (!(c)) {                                                                       \
-      fprintf(stderr, "fuzz_http: %s:%d: %s\n", __FILE__, __LINE__, #c);              \
-      abort();                                                                        \
-    }                                                                                 \
+#define REQUIRE(c)                                                                       \
+  do {                                                                                   \
+    if (!(c)) {                                                                          \
+      fprintf(stderr, "fuzz_http: %s:%d: %s\n", __FILE__, __LINE__, #c);                 \
+      abort();                                                                           \
+    }                                                                                    \
   } while (0)
 
 typedef struct {
@@ -132,7 +132,8 @@ static void use_request(const hd_http_req_t *r, size_t max_body, log_t *l) {
   if (rc > 0) log_put(l, val, (size_t)rc);
 }
 
-static void run(const uint8_t *in, size_t n, size_t max_body, unsigned max_chunk, log_t *l) {
+static void run(const uint8_t *in, size_t n, size_t max_body, unsigned max_chunk,
+                log_t *l) {
   hd_http_parser_t *p = hd_http_parser_new(max_body);
   size_t pos = 0;
   bool stop = false;

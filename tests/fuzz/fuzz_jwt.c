@@ -28,12 +28,12 @@
 #include "auth/jwt.h"
 #include "herald/herald.h"
 
-#define REQUIRE(c)                                                                    \
-  do {                                                                                \
-    if (!(c)) {                                                                       \
-      fprintf(stderr, "fuzz_jwt: %s:%d: %s\n", __FILE__, __LINE__, #c);               \
-      abort();                                                                        \
-    }                                                                                 \
+#define REQUIRE(c)                                                                       \
+  do {                                                                                   \
+    if (!(c)) {                                                                          \
+      fprintf(stderr, "fuzz_jwt: %s:%d: %s\n", __FILE__, __LINE__, #c);                  \
+      abort();                                                                           \
+    }                                                                                    \
   } while (0)
 
 #define NOW INT64_C(1700000000)
@@ -162,16 +162,16 @@ static void verify_all(const char *tok, size_t len) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char fixed_header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-  static const char fixed_payload[] =
-      "{\"sub\":\"fuzz\",\"exp\":1700003600,\"aud\":\"herald\",\"iss\":\"https://idp.example\"}";
+  static const char fixed_payload[] = "{\"sub\":\"fuzz\",\"exp\":1700003600,\"aud\":"
+                                      "\"herald\",\"iss\":\"https://idp.example\"}";
   char *tok;
   size_t len;
 
   if (size == 0) return 0;
   switch (data[0]) {
   case 1:
-    tok = sign((const uint8_t *)fixed_header, sizeof(fixed_header) - 1, data + 1, size - 1,
-               &len);
+    tok = sign((const uint8_t *)fixed_header, sizeof(fixed_header) - 1, data + 1,
+               size - 1, &len);
     verify_all(tok, len);
     free(tok);
     break;

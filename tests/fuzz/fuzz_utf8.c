@@ -36,9 +36,12 @@ static int ref_check(const uint8_t *s, size_t n, size_t *bad) {
       i++;
       continue;
     }
-    if ((b & 0xE0) == 0xC0) need = 1, cp = b & 0x1F;
-    else if ((b & 0xF0) == 0xE0) need = 2, cp = b & 0x0F;
-    else if ((b & 0xF8) == 0xF0) need = 3, cp = b & 0x07;
+    if ((b & 0xE0) == 0xC0)
+      need = 1, cp = b & 0x1F;
+    else if ((b & 0xF0) == 0xE0)
+      need = 2, cp = b & 0x0F;
+    else if ((b & 0xF8) == 0xF0)
+      need = 3, cp = b & 0x07;
     else {
       *bad = i;
       return REF_INVALID;
@@ -67,7 +70,8 @@ static int ref_check(const uint8_t *s, size_t n, size_t *bad) {
 }
 
 static void fail(const char *what, int ref, size_t bad, int got, size_t where) {
-  fprintf(stderr, "fuzz_utf8: %s: reference %d (first bad byte %zu), validator %d (at %zu)\n",
+  fprintf(stderr,
+          "fuzz_utf8: %s: reference %d (first bad byte %zu), validator %d (at %zu)\n",
           what, ref, bad, got, where);
   abort();
 }
@@ -115,7 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   got = feed(data, size, 0, size, &where, &where_end);
   if (got != ref) fail("whole", ref, bad, got, where);
-  if ((ref == REF_VALID) != hd_utf8_valid(data, size)) fail("hd_utf8_valid", ref, bad, -1, 0);
+  if ((ref == REF_VALID) != hd_utf8_valid(data, size))
+    fail("hd_utf8_valid", ref, bad, -1, 0);
 
   got = feed(data, size, 0, cut, &where, &where_end);
   if (got != ref || (ref == REF_INVALID && (bad < where || bad >= where_end)))
@@ -127,7 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (size <= 256) { /* byte by byte: rejected exactly at the first bad byte */
     got = feed(data, size, 1, 0, &where, &where_end);
-    if (got != ref || (ref == REF_INVALID && where != bad)) fail("byte by byte", ref, bad, got, where);
+    if (got != ref || (ref == REF_INVALID && where != bad))
+      fail("byte by byte", ref, bad, got, where);
   }
   return 0;
 }

@@ -34,12 +34,12 @@ static void log_put(log_t *l, const void *p, size_t n) {
   l->len += n;
 }
 
-#define REQUIRE(c)                                                                    \
-  do {                                                                                \
-    if (!(c)) {                                                                       \
-      fprintf(stderr, "fuzz_ws_frame: %s:%d: %s\n", __FILE__, __LINE__, #c);          \
-      abort();                                                                        \
-    }                                                                                 \
+#define REQUIRE(c)                                                                       \
+  do {                                                                                   \
+    if (!(c)) {                                                                          \
+      fprintf(stderr, "fuzz_ws_frame: %s:%d: %s\n", __FILE__, __LINE__, #c);             \
+      abort();                                                                           \
+    }                                                                                    \
   } while (0)
 
 static uint32_t rng;
@@ -71,7 +71,8 @@ static void check_event(const hd_ws_event_t *ev, size_t max_message) {
       REQUIRE(hd_ws_close_code_valid(ev->close_code));
     REQUIRE(hd_utf8_valid(ev->data, ev->len));
     break;
-  default: REQUIRE(!"unknown event type");
+  default:
+    REQUIRE(!"unknown event type");
   }
 }
 
@@ -159,7 +160,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   run(data, size, max_message, 0, &whole);
   run(data, size, max_message, max_chunk, &split);
   if (whole.len != split.len || (whole.len && memcmp(whole.p, split.p, whole.len) != 0)) {
-    fprintf(stderr, "fuzz_ws_frame: whole and chunked (max %u) runs differ (max_message %zu)\n",
+    fprintf(stderr,
+            "fuzz_ws_frame: whole and chunked (max %u) runs differ (max_message %zu)\n",
             max_chunk, max_message);
     abort();
   }

@@ -22,8 +22,9 @@
 /* Control: the same shapes, correct. A hand-written definition with the
  * generated signature is compatible with the generated declaration. */
 size_t hd_double_hd_manager_presence(hd_manager_t *m, const char *user_id) {
-  return hd_double.hd_manager_presence.hook ? hd_double.hd_manager_presence.hook(m, user_id)
-                                            : 0;
+  return hd_double.hd_manager_presence.hook
+             ? hd_double.hd_manager_presence.hook(m, user_id)
+             : 0;
 }
 static size_t presence_hook(hd_manager_t *m, const char *user_id) {
   return 0;

@@ -43,7 +43,7 @@ static fake_conn_t *_Atomic fake_misroute;
 static atomic_ulong fake_delivered_total;
 static atomic_ulong fake_closes_total;
 
-#define FAKE_CONN_OF(s) ((fake_conn_t *)((char *)(s) - offsetof(fake_conn_t, sub)))
+#define FAKE_CONN_OF(s) ((fake_conn_t *)((char *)(s)-offsetof(fake_conn_t, sub)))
 
 static inline void fake_deliver(void *ud, hd_sub_t *sub, hd_frame_t *f) {
   fake_conn_t *c = atomic_load(&fake_misroute);
@@ -87,7 +87,8 @@ static inline void fake_init(fake_conn_t *c) {
 
 /* Registers c as user; head/epoch (HD_EPOCH_LEN + 1 bytes) may be NULL.
  * Returns hd__manager_attach's result. */
-static inline int fake_attach(fake_conn_t *c, const char *user, uint64_t *head, char *epoch) {
+static inline int fake_attach(fake_conn_t *c, const char *user, uint64_t *head,
+                              char *epoch) {
   hd_attach_t a;
   int rc;
 

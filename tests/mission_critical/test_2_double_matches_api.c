@@ -99,11 +99,11 @@ static void hook_stats(hd_manager_t *m, hd_manager_stats_t *out) {
 /* Every op must have been called exactly once since the last reset. A new op
  * in HD_MANAGER_OPS that this file does not call shows up here as 0 calls. */
 static void check_each_called_once(const char *phase) {
-#define XX(ret, name, params, args)                                                   \
-  if (atomic_load(&hd_double.name.calls) != 1) {                                      \
-    fprintf(stderr, "%s: %s called %lu times (want 1)\n", phase, #name,               \
-            (unsigned long)atomic_load(&hd_double.name.calls));                       \
-  }                                                                                   \
+#define XX(ret, name, params, args)                                                      \
+  if (atomic_load(&hd_double.name.calls) != 1) {                                         \
+    fprintf(stderr, "%s: %s called %lu times (want 1)\n", phase, #name,                  \
+            (unsigned long)atomic_load(&hd_double.name.calls));                          \
+  }                                                                                      \
   CHECK_INT(atomic_load(&hd_double.name.calls), 1);
   HD_MANAGER_OPS(XX)
 #undef XX
@@ -112,7 +112,8 @@ static void check_each_called_once(const char *phase) {
 
 static void test_tables(void) {
   const hd_manager_api_t *real = hd_manager_api(), *dbl = hd_manager_double_api();
-  const any_fn *r = (const any_fn *)(const void *)real, *d = (const any_fn *)(const void *)dbl;
+  const any_fn *r = (const any_fn *)(const void *)real,
+               *d = (const any_fn *)(const void *)dbl;
   size_t n = sizeof(hd_manager_api_t) / sizeof(any_fn);
 
   CHECK(real != NULL);
@@ -127,8 +128,8 @@ static void test_tables(void) {
     CHECK(r[i] != d[i]); /* the double is not the real op under another name */
   }
   /* Field by field: each table entry is the op of that name. */
-#define XX(ret, name, params, args)                                                   \
-  CHECK(real->name == name);                                                          \
+#define XX(ret, name, params, args)                                                      \
+  CHECK(real->name == name);                                                             \
   CHECK(dbl->name == hd_double_##name);
   HD_MANAGER_OPS(XX)
 #undef XX
@@ -261,7 +262,8 @@ static void test_exports(const char *lib) {
     if (sscanf(line, "%63s %7s %399s", addr, type, sym) != 3) continue;
     if (strcmp(type, "T") != 0) continue;
     total++;
-    if (strncmp(sym, "hd_manager_", 11) != 0 && strncmp(sym, "hd_scope_", 9) != 0) continue;
+    if (strncmp(sym, "hd_manager_", 11) != 0 && strncmp(sym, "hd_scope_", 9) != 0)
+      continue;
     bool known = strcmp(sym, "hd_manager_get") == 0 || strcmp(sym, "hd_manager_api") == 0;
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
       if (strcmp(sym, ops[i]) == 0) known = found[i] = true;

@@ -62,7 +62,8 @@ static void test_concurrent_factory(void) {
     mk[k].id = k;
     for (int i = 0; i < CTXS; i++) {
       snprintf(mk[k].users[i], sizeof(mk[k].users[i]), "mc4-t%d-u%d", k, i);
-      mk[k].ctx[i] = (hd_user_ctx_t){.user_id = mk[k].users[i], .connection_id = (uint64_t)i};
+      mk[k].ctx[i] =
+          (hd_user_ctx_t){.user_id = mk[k].users[i], .connection_id = (uint64_t)i};
     }
   }
   hd_manager_stats(M, &s0);

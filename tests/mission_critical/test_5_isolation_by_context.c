@@ -114,7 +114,8 @@ int main(void) {
   for (int k = 0; k < USERS; k++) {
     user_t *u = &users[k];
     snprintf(u->user, sizeof(u->user), "mc5-user-%d", k);
-    snprintf(u->secret, sizeof(u->secret), "secret-%d-%08x", k, (unsigned)(0x9e3779b9u * (k + 1)));
+    snprintf(u->secret, sizeof(u->secret), "secret-%d-%08x", k,
+             (unsigned)(0x9e3779b9u * (k + 1)));
     u->ctx = (hd_user_ctx_t){.user_id = u->user};
     u->scope = hd_manager_scope(M, &u->ctx);
     CHECK(u->scope.manager == hd_manager_get());

@@ -13,26 +13,24 @@
 
 #include "support/manager_double.h"
 
-#define HD__CAT(a, ...) HD__CAT_(a, __VA_ARGS__)
-#define HD__CAT_(a, ...) a##__VA_ARGS__
-#define HD__SECOND(...) HD__SECOND_(__VA_ARGS__, 0, 0)
-#define HD__SECOND_(a, b, ...) b
-#define HD__PROBE_void() ~, 1
-#define HD__IS_VOID(ret) HD__SECOND(HD__CAT_(HD__PROBE_, ret)())
-#define HD__IF(c) HD__CAT(HD__IF_, c)
+#define HD__CAT(a, ...)           HD__CAT_(a, __VA_ARGS__)
+#define HD__CAT_(a, ...)          a##__VA_ARGS__
+#define HD__SECOND(...)           HD__SECOND_(__VA_ARGS__, 0, 0)
+#define HD__SECOND_(a, b, ...)    b
+#define HD__PROBE_void()          ~, 1
+#define HD__IS_VOID(ret)          HD__SECOND(HD__CAT_(HD__PROBE_, ret)())
+#define HD__IF(c)                 HD__CAT(HD__IF_, c)
 #define HD__IF_1(then, otherwise) then
 #define HD__IF_0(then, otherwise) otherwise
 
 hd_double_t hd_double;
 
-#define HD__DOUBLE_DEF(ret, name, params, args)                                       \
-  ret hd_double_##name params {                                                       \
-    atomic_fetch_add(&hd_double.name.calls, 1);                                       \
-    HD__IF(HD__IS_VOID(ret))(                                                         \
-        if (hd_double.name.hook) hd_double.name.hook args;,                           \
-        ret result_ = {0};                                                            \
-        if (hd_double.name.hook) result_ = hd_double.name.hook args;                  \
-        return result_;)                                                              \
+#define HD__DOUBLE_DEF(ret, name, params, args)                                          \
+  ret hd_double_##name params {                                                          \
+    atomic_fetch_add(&hd_double.name.calls, 1);                                          \
+    HD__IF(HD__IS_VOID(ret))                                                             \
+    (if (hd_double.name.hook) hd_double.name.hook args;, ret result_ = {0};              \
+     if (hd_double.name.hook) result_ = hd_double.name.hook args; return result_;)       \
   }
 HD_MANAGER_OPS(HD__DOUBLE_DEF)
 #undef HD__DOUBLE_DEF
@@ -49,8 +47,8 @@ const hd_manager_api_t *hd_manager_double_api(void) {
 }
 
 void hd_manager_double_reset(void) {
-#define HD__DOUBLE_RESET(ret, name, params, args)                                     \
-  atomic_store(&hd_double.name.calls, 0);                                             \
+#define HD__DOUBLE_RESET(ret, name, params, args)                                        \
+  atomic_store(&hd_double.name.calls, 0);                                                \
   hd_double.name.hook = NULL;
   HD_MANAGER_OPS(HD__DOUBLE_RESET)
 #undef HD__DOUBLE_RESET

@@ -36,10 +36,10 @@ extern "C" {
 
 /* The per-op recording state, one member per op, named after the op. */
 typedef struct hd_double_s {
-#define HD__DOUBLE_STATE(ret, name, params, args)                                     \
-  struct {                                                                            \
-    atomic_ulong calls;                                                               \
-    ret(*hook) params;                                                                \
+#define HD__DOUBLE_STATE(ret, name, params, args)                                        \
+  struct {                                                                               \
+    atomic_ulong calls;                                                                  \
+    ret(*hook) params;                                                                   \
   } name;
   HD_MANAGER_OPS(HD__DOUBLE_STATE)
 #undef HD__DOUBLE_STATE

@@ -9,7 +9,7 @@
 #include "proto/http.h"
 #include "support/unit.h"
 
-#define KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define KEY    "dGhlIHNhbXBsZSBub25jZQ=="
 #define ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 /* Parses req (fed in two pieces split at cut; cut == 0 means whole) and checks
@@ -50,11 +50,11 @@ typedef struct {
 } hs_case_t;
 
 #define GOOD_HEAD "GET /ws HTTP/1.1\r\nHost: example.com\r\n"
-#define UPG "Upgrade: websocket\r\n"
-#define CONN "Connection: Upgrade\r\n"
-#define VER "Sec-WebSocket-Version: 13\r\n"
-#define SKEY "Sec-WebSocket-Key: " KEY "\r\n"
-#define END "\r\n"
+#define UPG       "Upgrade: websocket\r\n"
+#define CONN      "Connection: Upgrade\r\n"
+#define VER       "Sec-WebSocket-Version: 13\r\n"
+#define SKEY      "Sec-WebSocket-Key: " KEY "\r\n"
+#define END       "\r\n"
 
 static const hs_case_t cases[] = {
     {"RFC 6455 example", GOOD_HEAD UPG CONN SKEY VER END, 101, false},
@@ -63,7 +63,9 @@ static const hs_case_t cases[] = {
      "Connection: Upgrade\r\nSec-WebSocket-Key: " KEY "\r\nOrigin: http://example.com\r\n"
      "Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n",
      101, false},
-    {"POST", "POST /ws HTTP/1.1\r\nHost: h\r\n" UPG CONN SKEY VER "Content-Length: 0\r\n" END, 400, false},
+    {"POST",
+     "POST /ws HTTP/1.1\r\nHost: h\r\n" UPG CONN SKEY VER "Content-Length: 0\r\n" END,
+     400, false},
     {"HEAD", "HEAD /ws HTTP/1.1\r\nHost: h\r\n" UPG CONN SKEY VER END, 400, false},
     {"HTTP/1.0", "GET /ws HTTP/1.0\r\nHost: h\r\n" UPG CONN SKEY VER END, 400, false},
     {"missing Host", "GET /ws HTTP/1.1\r\n" UPG CONN SKEY VER END, 400, false},
@@ -71,38 +73,75 @@ static const hs_case_t cases[] = {
     {"missing Upgrade", GOOD_HEAD CONN SKEY VER END, 400, false},
     {"Upgrade: h2c", GOOD_HEAD "Upgrade: h2c\r\n" CONN SKEY VER END, 400, false},
     {"missing Connection", GOOD_HEAD UPG SKEY VER END, 400, false},
-    {"Connection: keep-alive", GOOD_HEAD UPG "Connection: keep-alive\r\n" SKEY VER END, 400, false},
-    {"Connection: keep-alive, Upgrade", GOOD_HEAD UPG "Connection: keep-alive, Upgrade\r\n" SKEY VER END, 101, false},
-    {"Connection: upgrade (lower case)", GOOD_HEAD UPG "connection: upgrade\r\n" SKEY VER END, 101, false},
-    {"Upgrade: WebSocket", GOOD_HEAD "Upgrade: WebSocket\r\n" CONN SKEY VER END, 101, false},
-    {"Upgrade list", GOOD_HEAD "UPGRADE: foo/2, websocket\r\n" CONN SKEY VER END, 101, false},
-    {"header names in odd case", "GET /ws HTTP/1.1\r\nhOsT: h\r\nuPgRaDe: websocket\r\ncOnNeCtIoN: Upgrade\r\n"
-     "SEC-WEBSOCKET-KEY: " KEY "\r\nsec-websocket-version: 13\r\n\r\n", 101, false},
+    {"Connection: keep-alive", GOOD_HEAD UPG "Connection: keep-alive\r\n" SKEY VER END,
+     400, false},
+    {"Connection: keep-alive, Upgrade",
+     GOOD_HEAD UPG "Connection: keep-alive, Upgrade\r\n" SKEY VER END, 101, false},
+    {"Connection: upgrade (lower case)",
+     GOOD_HEAD UPG "connection: upgrade\r\n" SKEY VER END, 101, false},
+    {"Upgrade: WebSocket", GOOD_HEAD "Upgrade: WebSocket\r\n" CONN SKEY VER END, 101,
+     false},
+    {"Upgrade list", GOOD_HEAD "UPGRADE: foo/2, websocket\r\n" CONN SKEY VER END, 101,
+     false},
+    {"header names in odd case",
+     "GET /ws HTTP/1.1\r\nhOsT: h\r\nuPgRaDe: websocket\r\ncOnNeCtIoN: Upgrade\r\n"
+     "SEC-WEBSOCKET-KEY: " KEY "\r\nsec-websocket-version: 13\r\n\r\n",
+     101, false},
     {"missing key", GOOD_HEAD UPG CONN VER END, 400, false},
-    {"key not base64", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ*==\r\n" VER END, 400, false},
-    {"key too short", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j\r\n" VER END, 400, false},
-    {"key too long (20 bytes)", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZTEyMw==\r\n" VER END, 400, false},
-    {"key 15 bytes", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2Rl\r\n" VER END, 400, false},
-    {"key 17 bytes (24 chars)", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZmc=\r\n" VER END, 400, false},
-    {"another valid key", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n" VER END, 101, false},
-    {"key in a second header", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n" SKEY VER END, 400, false},
-    {"key without padding", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ\r\n" VER END, 400, false},
-    {"key with nonzero pad bits", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==\r\n" VER END, 400, false},
+    {"key not base64",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZ*==\r\n" VER END, 400,
+     false},
+    {"key too short",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25j\r\n" VER END, 400,
+     false},
+    {"key too long (20 bytes)",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZTEyMw==\r\n" VER END,
+     400, false},
+    {"key 15 bytes",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2Rl\r\n" VER END, 400,
+     false},
+    {"key 17 bytes (24 chars)",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZmc=\r\n" VER END, 400,
+     false},
+    {"another valid key",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n" VER END, 101,
+     false},
+    {"key in a second header",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n" SKEY VER END,
+     400, false},
+    {"key without padding",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ\r\n" VER END, 400,
+     false},
+    {"key with nonzero pad bits",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZR==\r\n" VER END, 400,
+     false},
     {"key twice", GOOD_HEAD UPG CONN SKEY SKEY VER END, 400, false},
     {"key empty", GOOD_HEAD UPG CONN "Sec-WebSocket-Key: \r\n" VER END, 400, false},
-    {"key with blanks around", GOOD_HEAD UPG CONN "Sec-WebSocket-Key:   " KEY "  \r\n" VER END, 101, false},
+    {"key with blanks around",
+     GOOD_HEAD UPG CONN "Sec-WebSocket-Key:   " KEY "  \r\n" VER END, 101, false},
     {"version 8", GOOD_HEAD UPG CONN SKEY "Sec-WebSocket-Version: 8\r\n" END, 426, false},
-    {"version 130", GOOD_HEAD UPG CONN SKEY "Sec-WebSocket-Version: 130\r\n" END, 426, false},
+    {"version 130", GOOD_HEAD UPG CONN SKEY "Sec-WebSocket-Version: 130\r\n" END, 426,
+     false},
     {"version twice", GOOD_HEAD UPG CONN SKEY VER VER END, 426, false},
     {"missing version", GOOD_HEAD UPG CONN SKEY END, 426, false},
-    {"herald.v1 alone", GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: herald.v1\r\n" END, 101, true},
-    {"herald.v1 in a list", GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: chat, herald.v1 , x\r\n" END, 101, true},
-    {"herald.v1 in a second header", GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: chat\r\n"
-     "sec-websocket-protocol: herald.v1\r\n" END, 101, true},
-    {"other protocols only", GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: herald.v2, herald\r\n" END, 101, false},
-    {"protocol token case", GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: HERALD.V1\r\n" END, 101, true},
-    {"extensions offered (ignored)", GOOD_HEAD UPG CONN SKEY VER
-     "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" END, 101, false},
+    {"herald.v1 alone",
+     GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: herald.v1\r\n" END, 101, true},
+    {"herald.v1 in a list",
+     GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: chat, herald.v1 , x\r\n" END,
+     101, true},
+    {"herald.v1 in a second header",
+     GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: chat\r\n"
+                                 "sec-websocket-protocol: herald.v1\r\n" END,
+     101, true},
+    {"other protocols only",
+     GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: herald.v2, herald\r\n" END, 101,
+     false},
+    {"protocol token case",
+     GOOD_HEAD UPG CONN SKEY VER "Sec-WebSocket-Protocol: HERALD.V1\r\n" END, 101, true},
+    {"extensions offered (ignored)",
+     GOOD_HEAD UPG CONN SKEY VER
+     "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" END,
+     101, false},
 };
 
 static void test_cases(void) {
@@ -120,7 +159,9 @@ static void test_cases(void) {
       hd_test_checks++;
       if (!ok) {
         hd_test_failures++;
-        fprintf(stderr, "%s (cut %zu): expected rc %d status %d protocol %d, got parsed %d rc %d status %d protocol %d error %s\n",
+        fprintf(stderr,
+                "%s (cut %zu): expected rc %d status %d protocol %d, got parsed %d rc %d "
+                "status %d protocol %d error %s\n",
                 c->name, cut, want_rc, c->status, c->protocol, parsed, rc, hs.status,
                 hs.protocol, parsed && hs.status != 101 && hs.error ? hs.error : "-");
         break;
@@ -191,7 +232,8 @@ static void test_errors(void) {
     const char *req;
     const char *error;
   } t[] = {
-      {"POST /ws HTTP/1.1\r\nHost: h\r\n" UPG CONN SKEY VER "Content-Length: 0\r\n" END, "method_not_get"},
+      {"POST /ws HTTP/1.1\r\nHost: h\r\n" UPG CONN SKEY VER "Content-Length: 0\r\n" END,
+       "method_not_get"},
       {"GET /ws HTTP/1.0\r\nHost: h\r\n" UPG CONN SKEY VER END, "http_version"},
       {"GET /ws HTTP/1.1\r\n" UPG CONN SKEY VER END, "missing_host"},
       {GOOD_HEAD CONN SKEY VER END, "not_websocket_upgrade"},
@@ -206,7 +248,8 @@ static void test_errors(void) {
     CHECK_INT(check_req(t[i].req, 0, &hs, &parsed), HD_EPROTO);
     CHECK(parsed);
     CHECK_STR(hs.error, t[i].error);
-    for (const char *e = hs.error; e && *e; e++) CHECK((*e >= 'a' && *e <= 'z') || *e == '_');
+    for (const char *e = hs.error; e && *e; e++)
+      CHECK((*e >= 'a' && *e <= 'z') || *e == '_');
   }
 }
 

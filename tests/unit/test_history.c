@@ -132,12 +132,12 @@ static long long frame_seq(const hd_frame_t *f) {
 }
 
 /* Checks that replay holds exactly seqs first..last in order. */
-#define CHECK_REPLAY(r, first, last)                                                  \
-  do {                                                                                \
-    long long f_ = (long long)(first), l_ = (long long)(last);                        \
-    CHECK_INT((r)->a.nreplay, l_ >= f_ ? l_ - f_ + 1 : 0);                            \
-    for (size_t i_ = 0; i_ < (r)->a.nreplay && (long long)i_ <= l_ - f_; i_++)        \
-      CHECK_INT(frame_seq((r)->a.replay[i_]), f_ + (long long)i_);                    \
+#define CHECK_REPLAY(r, first, last)                                                     \
+  do {                                                                                   \
+    long long f_ = (long long)(first), l_ = (long long)(last);                           \
+    CHECK_INT((r)->a.nreplay, l_ >= f_ ? l_ - f_ + 1 : 0);                               \
+    for (size_t i_ = 0; i_ < (r)->a.nreplay && (long long)i_ <= l_ - f_; i_++)           \
+      CHECK_INT(frame_seq((r)->a.replay[i_]), f_ + (long long)i_);                       \
   } while (0)
 
 /* One resume: attach, compare complete and the replay range, detach. */
@@ -153,7 +153,7 @@ static void check_resume(const char *user, uint64_t since, const char *epoch,
             (unsigned long long)since, epoch ? epoch : "none", line);
   resume_close(&r);
 }
-#define RESUME(user, since, epoch, complete, first, last)                             \
+#define RESUME(user, since, epoch, complete, first, last)                                \
   check_resume(user, since, epoch, complete, first, last, __LINE__)
 
 /* The parsed history reply. */
@@ -192,13 +192,14 @@ static void check_history(const char *user, uint64_t since, size_t limit, bool c
   CHECK(json_is_boolean(json_object_get(j, "more")));
   CHECK_INT(json_is_true(json_object_get(j, "more")), more);
   CHECK_INT(n, last >= first ? last - first + 1 : 0);
-  for (size_t i = 0; i < n; i++) CHECK_INT(jint(json_array_get(evs, i), "seq"), first + (long long)i);
+  for (size_t i = 0; i < n; i++)
+    CHECK_INT(jint(json_array_get(evs, i), "seq"), first + (long long)i);
   if ((size_t)hd_test_failures != before)
     fprintf(stderr, "  ^ in history of %s since %llu limit %zu at line %d\n", user,
             (unsigned long long)since, limit, line);
   json_decref(j);
 }
-#define HISTORY(user, since, limit, complete, more, first, last)                      \
+#define HISTORY(user, since, limit, complete, more, first, last)                         \
   check_history(user, since, limit, complete, more, first, last, __LINE__)
 
 /* ---- count limit, replay contents, epochs ------------------------------------- */
@@ -221,7 +222,7 @@ static void test_count_limit(void) {
   /* Retained: 16..25 (evicted through 15). */
   RESUME(u, 14, NULL, false, 16, 25); /* 15 is gone */
   RESUME(u, 0, NULL, false, 16, 25);
-  RESUME(u, 15, NULL, true, 16, 25);  /* the oldest retained is next */
+  RESUME(u, 15, NULL, true, 16, 25); /* the oldest retained is next */
   RESUME(u, 20, NULL, true, 21, 25);
   RESUME(u, 20, epoch, true, 21, 25); /* the right epoch is like none */
   RESUME(u, 25, NULL, true, 1, 0);    /* up to date: nothing to replay */
@@ -303,7 +304,8 @@ static void test_bytes_limit(void) {
   HISTORY(u, 5, 100, true, false, 6, 9);
 
   /* A run in flight does not stretch the byte limit. */
-  CHECK_INT(pub(v, HD_EV_AGENT_STARTED, "t1", "rb", "{\"agent\":\"a\",\"input\":\"q\"}"), 1);
+  CHECK_INT(pub(v, HD_EV_AGENT_STARTED, "t1", "rb", "{\"agent\":\"a\",\"input\":\"q\"}"),
+            1);
   for (int i = 2; i <= 12; i++) CHECK_INT(pub_msg(v, "rb", i, 1000), i);
   {
     resume_t q;
@@ -328,7 +330,8 @@ static void test_age_limit(void) {
   limits(1000, 1 << 20, 300, DEFAULT_TOTAL);
   for (int i = 1; i <= 5; i++) CHECK_INT(pub_msg(u, NULL, i, 0), i);
   /* A run in flight is spared by the age limit. */
-  CHECK_INT(pub(w, HD_EV_AGENT_STARTED, "t1", "ra", "{\"agent\":\"a\",\"input\":\"q\"}"), 1);
+  CHECK_INT(pub(w, HD_EV_AGENT_STARTED, "t1", "ra", "{\"agent\":\"a\",\"input\":\"q\"}"),
+            1);
   for (int i = 2; i <= 4; i++) CHECK_INT(pub_msg(w, "ra", i, 0), i);
   RESUME(u, 0, NULL, true, 1, 5); /* young enough */
   sleep_ms(450);
@@ -361,7 +364,8 @@ static void test_age_limit(void) {
 
   /* The run in flight survived both. */
   RESUME(w, 0, NULL, true, 1, 4);
-  CHECK_INT(pub(w, HD_EV_AGENT_COMPLETED, "t1", "ra", "{\"status\":\"succeeded\",\"text\":\"x\"}"),
+  CHECK_INT(pub(w, HD_EV_AGENT_COMPLETED, "t1", "ra",
+                "{\"status\":\"succeeded\",\"text\":\"x\"}"),
             5);
   /* Completed: the old events of the run are now subject to the age limit. */
   RESUME(w, 0, NULL, false, 5, 5);
@@ -377,8 +381,9 @@ static void test_run_aware(void) {
   limits(5, 1 << 20, 600 * 1000, DEFAULT_TOTAL);
   /* 1..3: events outside any run; 4: the run starts; 5..30 its messages. */
   for (int i = 1; i <= 3; i++) CHECK_INT(pub_msg(u, NULL, i, 0), i);
-  CHECK_INT(pub(u, HD_EV_AGENT_STARTED, "th1", "run-long", "{\"agent\":\"a\",\"input\":\"q\"}"),
-            4);
+  CHECK_INT(
+      pub(u, HD_EV_AGENT_STARTED, "th1", "run-long", "{\"agent\":\"a\",\"input\":\"q\"}"),
+      4);
   for (int i = 5; i <= 30; i++) CHECK_INT(pub_msg(u, "run-long", i, 0), i);
   /* The events before the run went by the count limit, the run's all stay. */
   RESUME(u, 3, NULL, true, 4, 30);
@@ -399,7 +404,8 @@ static void test_run_aware(void) {
   json_decref(j);
 
   /* Events of no run published while the run is in flight stay behind it. */
-  CHECK_INT(pub(u, HD_EV_TOOL_EXECUTING, "th1", NULL, "{\"tool\":\"t\",\"call_id\":\"c\",\"args\":{}}"),
+  CHECK_INT(pub(u, HD_EV_TOOL_EXECUTING, "th1", NULL,
+                "{\"tool\":\"t\",\"call_id\":\"c\",\"args\":{}}"),
             31);
   RESUME(u, 3, NULL, true, 4, 31);
 
@@ -416,9 +422,13 @@ static void test_run_aware(void) {
 
   /* A second run, then a third started while the second is in flight:
    * the second's start pins everything after it. */
-  CHECK_INT(pub(u, HD_EV_AGENT_STARTED, "th1", "run-b", "{\"agent\":\"a\",\"input\":\"q\"}"), 33);
+  CHECK_INT(
+      pub(u, HD_EV_AGENT_STARTED, "th1", "run-b", "{\"agent\":\"a\",\"input\":\"q\"}"),
+      33);
   for (int i = 34; i <= 40; i++) CHECK_INT(pub_msg(u, "run-b", i, 0), i);
-  CHECK_INT(pub(u, HD_EV_AGENT_STARTED, "th2", "run-c", "{\"agent\":\"a\",\"input\":\"q\"}"), 41);
+  CHECK_INT(
+      pub(u, HD_EV_AGENT_STARTED, "th2", "run-c", "{\"agent\":\"a\",\"input\":\"q\"}"),
+      41);
   for (int i = 42; i <= 45; i++) CHECK_INT(pub_msg(u, "run-c", i, 0), i);
   RESUME(u, 32, NULL, true, 33, 45);
   j = runs(u);
@@ -439,7 +449,8 @@ static void test_run_aware(void) {
   CHECK_INT(json_array_size(json_object_get(j, "runs")), 1);
   CHECK_STR(jstr(json_array_get(json_object_get(j, "runs"), 0), "run_id"), "run-c");
   json_decref(j);
-  CHECK_INT(pub(u, HD_EV_AGENT_COMPLETED, "th2", "run-c", "{\"status\":\"cancelled\",\"text\":\"\"}"),
+  CHECK_INT(pub(u, HD_EV_AGENT_COMPLETED, "th2", "run-c",
+                "{\"status\":\"cancelled\",\"text\":\"\"}"),
             47);
   RESUME(u, 42, NULL, true, 43, 47);
   RESUME(u, 41, NULL, false, 43, 47);
@@ -462,13 +473,19 @@ static void test_replies(void) {
   json_decref(j);
   HISTORY("th-never-seen", 0, 1000, true, false, 1, 0);
 
-  CHECK_INT(pub(u, HD_EV_AGENT_STARTED, "tA", "rA", "{\"agent\":\"demo\",\"input\":\"h\\u00e9\"}"), 1);
+  CHECK_INT(pub(u, HD_EV_AGENT_STARTED, "tA", "rA",
+                "{\"agent\":\"demo\",\"input\":\"h\\u00e9\"}"),
+            1);
   hd_manager_epoch(M, u, epoch); /* a user's epoch exists once it has state */
-  CHECK_INT(pub(u, HD_EV_AGENT_STARTED, NULL, "rB", "{\"agent\":\"demo\",\"input\":\"x\"}"), 2);
-  CHECK_INT(pub(u, HD_EV_TOOL_EXECUTING, "tA", "rA",
-                "{\"tool\":\"search\",\"call_id\":\"c1\",\"args\":{\"q\":[1,2,{\"k\":null}]}}"),
-            3);
-  CHECK_INT(pub(u, HD_EV_AGENT_MESSAGE, "tA", "rA", "{\"delta\":\"\\u00fcber \\ud83d\\ude00\"}"), 4);
+  CHECK_INT(
+      pub(u, HD_EV_AGENT_STARTED, NULL, "rB", "{\"agent\":\"demo\",\"input\":\"x\"}"), 2);
+  CHECK_INT(
+      pub(u, HD_EV_TOOL_EXECUTING, "tA", "rA",
+          "{\"tool\":\"search\",\"call_id\":\"c1\",\"args\":{\"q\":[1,2,{\"k\":null}]}}"),
+      3);
+  CHECK_INT(pub(u, HD_EV_AGENT_MESSAGE, "tA", "rA",
+                "{\"delta\":\"\\u00fcber \\ud83d\\ude00\"}"),
+            4);
 
   j = runs(u);
   evs = json_object_get(j, "runs");
@@ -491,7 +508,8 @@ static void test_replies(void) {
   CHECK(json_is_true(json_object_get(j, "complete")));
   CHECK(json_is_false(json_object_get(j, "more")));
   {
-    json_t *e1 = json_array_get(evs, 0), *e3 = json_array_get(evs, 2), *e4 = json_array_get(evs, 3);
+    json_t *e1 = json_array_get(evs, 0), *e3 = json_array_get(evs, 2),
+           *e4 = json_array_get(evs, 3);
     json_t *want;
     json_error_t err;
     CHECK_STR(jstr(e1, "type"), "agent_started");
@@ -502,12 +520,14 @@ static void test_replies(void) {
     CHECK_STR(jstr(json_array_get(evs, 1), "run_id"), "rB");
     CHECK(json_object_get(json_array_get(evs, 1), "thread_id") == NULL);
     CHECK_STR(jstr(e3, "type"), "tool_executing");
-    want = json_loads("{\"tool\":\"search\",\"call_id\":\"c1\",\"args\":{\"q\":[1,2,{\"k\":null}]}}",
-                      0, &err);
+    want = json_loads(
+        "{\"tool\":\"search\",\"call_id\":\"c1\",\"args\":{\"q\":[1,2,{\"k\":null}]}}", 0,
+        &err);
     CHECK(json_equal(json_object_get(e3, "data"), want));
     json_decref(want);
     CHECK_STR(jstr(e4, "type"), "agent_message");
-    CHECK_STR(jstr(json_object_get(e4, "data"), "delta"), "\xc3\xbc" "ber \xf0\x9f\x98\x80");
+    CHECK_STR(jstr(json_object_get(e4, "data"), "delta"), "\xc3\xbc"
+                                                          "ber \xf0\x9f\x98\x80");
   }
   json_decref(j);
   /* The history reply carries the same bytes as the replay of a resume. */
@@ -528,8 +548,12 @@ static void test_replies(void) {
   HISTORY(u, 0, 1, true, true, 1, 1);
   HISTORY(u, 1, 1, true, true, 2, 2);
   HISTORY(u, 3, 1, true, false, 4, 4);
-  CHECK_INT(pub(u, HD_EV_AGENT_COMPLETED, "tA", "rA", "{\"status\":\"succeeded\",\"text\":\"t\"}"), 5);
-  CHECK_INT(pub(u, HD_EV_AGENT_COMPLETED, NULL, "rB", "{\"status\":\"succeeded\",\"text\":\"t\"}"), 6);
+  CHECK_INT(pub(u, HD_EV_AGENT_COMPLETED, "tA", "rA",
+                "{\"status\":\"succeeded\",\"text\":\"t\"}"),
+            5);
+  CHECK_INT(pub(u, HD_EV_AGENT_COMPLETED, NULL, "rB",
+                "{\"status\":\"succeeded\",\"text\":\"t\"}"),
+            6);
   j = runs(u);
   CHECK_INT(json_array_size(json_object_get(j, "runs")), 0);
   json_decref(j);
@@ -590,10 +614,12 @@ static void test_global_cap(void) {
   }
   /* The global cap is hard: it also takes a run in flight. */
   limits(1000, 1 << 20, 600 * 1000, 0);
-  CHECK_INT(pub(b, HD_EV_AGENT_STARTED, "t", "rg", "{\"agent\":\"a\",\"input\":\"q\"}"), 12);
+  CHECK_INT(pub(b, HD_EV_AGENT_STARTED, "t", "rg", "{\"agent\":\"a\",\"input\":\"q\"}"),
+            12);
   CHECK_INT(stats().history_events, 0);
   RESUME(b, 11, NULL, false, 1, 0);
-  CHECK_INT(pub(b, HD_EV_AGENT_COMPLETED, "t", "rg", "{\"status\":\"succeeded\",\"text\":\"\"}"),
+  CHECK_INT(pub(b, HD_EV_AGENT_COMPLETED, "t", "rg",
+                "{\"status\":\"succeeded\",\"text\":\"\"}"),
             13);
   default_limits();
 }
@@ -627,10 +653,10 @@ static void test_global_cap_interleaved(void) {
 
 /* ---- resumes racing publishes ------------------------------------------------------ */
 
-#define RACE_USER "th-race"
-#define RACE_PUBLISHERS 2
-#define RACE_ATTACHERS 4
-#define RACE_ATTACHES 1000 /* in all */
+#define RACE_USER          "th-race"
+#define RACE_PUBLISHERS    2
+#define RACE_ATTACHERS     4
+#define RACE_ATTACHES      1000  /* in all */
 #define RACE_PER_PUBLISHER 30000 /* at most; they stop when the attaches are done */
 
 static atomic_int race_attaches_left;
@@ -644,8 +670,10 @@ static void *race_publisher(void *arg) {
   for (int i = 0; i < RACE_PER_PUBLISHER && !atomic_load(&race_stop); i++) {
     hd_event_t ev = {HD_EV_AGENT_MESSAGE, "t", "r", data, 0};
     hd_publish_result_t r;
-    ev.data_len = (size_t)snprintf(data, sizeof(data), "{\"p\":%d,\"i\":%d,\"delta\":\"x\"}", id, i);
-    if (hd_manager_publish(M, RACE_USER, &ev, &r) != 0) atomic_fetch_add(&race_failures, 1);
+    ev.data_len = (size_t)snprintf(data, sizeof(data),
+                                   "{\"p\":%d,\"i\":%d,\"delta\":\"x\"}", id, i);
+    if (hd_manager_publish(M, RACE_USER, &ev, &r) != 0)
+      atomic_fetch_add(&race_failures, 1);
     if ((i & 63) == 0) sched_yield();
   }
   return NULL;
@@ -658,11 +686,12 @@ static uint64_t xorshift(uint64_t *s) {
   return *s;
 }
 
-static void race_fail(const char *what, uint64_t since, uint64_t head, size_t idx, long long got,
-                      long long want) {
+static void race_fail(const char *what, uint64_t since, uint64_t head, size_t idx,
+                      long long got, long long want) {
   if (atomic_fetch_add(&race_failures, 1) < 10)
     fprintf(stderr,
-            "race: %s: resume since %llu (head %llu): frame %zu has seq %lld, expected %lld\n",
+            "race: %s: resume since %llu (head %llu): frame %zu has seq %lld, expected "
+            "%lld\n",
             what, (unsigned long long)since, (unsigned long long)head, idx, got, want);
 }
 
@@ -677,7 +706,8 @@ static void *race_attacher(void *arg) {
     /* A random cut point behind the head (bounded, so replays stay short);
      * often right at the boundary. */
     since = head - xorshift(&rng) % (head < 300 ? head + 1 : 300);
-    if ((xorshift(&rng) & 3) == 0) since = head - xorshift(&rng) % (head < 3 ? head + 1 : 3);
+    if ((xorshift(&rng) & 3) == 0)
+      since = head - xorshift(&rng) % (head < 3 ? head + 1 : 3);
     fake_init(&r.c);
     memset(&r.a, 0, sizeof(r.a));
     r.a.resume = true;
@@ -696,7 +726,8 @@ static void *race_attacher(void *arg) {
     want = since + 1;
     for (size_t i = 0; i < r.a.nreplay; i++, want++) {
       long long s = frame_seq(r.a.replay[i]);
-      if (s != (long long)want) race_fail("replay", since, r.a.head_seq, i, s, (long long)want);
+      if (s != (long long)want)
+        race_fail("replay", since, r.a.head_seq, i, s, (long long)want);
       want = (uint64_t)s;
     }
     if (want - 1 != r.a.head_seq)
@@ -705,7 +736,8 @@ static void *race_attacher(void *arg) {
     pthread_mutex_lock(&r.c.lock);
     for (size_t i = 0; i < r.c.nframes; i++, want++) {
       long long s = frame_seq(r.c.frames[i]);
-      if (s != (long long)want) race_fail("live", since, r.a.head_seq, i, s, (long long)want);
+      if (s != (long long)want)
+        race_fail("live", since, r.a.head_seq, i, s, (long long)want);
       want = (uint64_t)s;
     }
     atomic_fetch_add(&race_frames_checked, r.a.nreplay + r.c.nframes);
@@ -737,7 +769,8 @@ static void test_resume_race(void) {
   CHECK(head > 200);
   CHECK(atomic_load(&race_frames_checked) > 0);
   fprintf(stderr, "race: %d attaches, head %llu, %llu frames checked\n", RACE_ATTACHES,
-          (unsigned long long)head, (unsigned long long)atomic_load(&race_frames_checked));
+          (unsigned long long)head,
+          (unsigned long long)atomic_load(&race_frames_checked));
   /* After it all: a full resume is exactly 1..head. */
   RESUME(RACE_USER, 0, NULL, true, 1, (long long)head);
   CHECK_INT(hd_manager_presence(M, RACE_USER), 0);

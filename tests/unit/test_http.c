@@ -53,7 +53,8 @@ static void sputq(str_t *o, const char *p, size_t n) { /* quoted, escaped */
 
 static void render(str_t *o, const hd_http_req_t *r, size_t end) {
   char tmp[128];
-  snprintf(tmp, sizeof(tmp), "end=%zu method=%s HTTP/%u.%u keep_alive=%d upgrade=%d path=", end,
+  snprintf(tmp, sizeof(tmp),
+           "end=%zu method=%s HTTP/%u.%u keep_alive=%d upgrade=%d path=", end,
            llhttp_method_name((llhttp_method_t)r->method), r->http_major, r->http_minor,
            r->keep_alive, r->upgrade);
   sputs(o, tmp);
@@ -78,17 +79,17 @@ static void render(str_t *o, const hd_http_req_t *r, size_t end) {
 }
 
 typedef struct {
-  str_t text;    /* rendered requests, then the outcome */
+  str_t text; /* rendered requests, then the outcome */
   int nreq;
-  int err;       /* 0, or the error returned */
-  int status;    /* hd_http_parser_status() after an error */
+  int err;            /* 0, or the error returned */
+  int status;         /* hd_http_parser_status() after an error */
   size_t upgrade_end; /* stream offset where an upgrade request ended */
 } result_t;
 
 /* Feeds s in pieces ending at cuts[]. Stops after an upgrade request (the rest
  * belongs to the WebSocket reader) or an error. */
-static void run(const char *s, size_t n, const size_t *cuts, size_t ncuts, size_t max_body,
-                result_t *res) {
+static void run(const char *s, size_t n, const size_t *cuts, size_t ncuts,
+                size_t max_body, result_t *res) {
   hd_http_parser_t *p = hd_http_parser_new(max_body);
   size_t start = 0;
   bool stop = false;
@@ -183,20 +184,21 @@ static void run_all(const char *s, size_t n, size_t max_body, result_t *whole,
 }
 
 /* Parses one complete request (whole) and returns the parser for inspection. */
-static hd_http_parser_t *parse1(const char *s, size_t max_body, int *rc, size_t *consumed) {
+static hd_http_parser_t *parse1(const char *s, size_t max_body, int *rc,
+                                size_t *consumed) {
   hd_http_parser_t *p = hd_http_parser_new(max_body);
   *rc = hd_http_parser_feed(p, (const uint8_t *)s, strlen(s), consumed);
   return p;
 }
 
-#define CHECK_TEXT(res, expected)                                                     \
-  do {                                                                                \
-    hd_test_checks++;                                                                 \
-    if (strcmp((res)->text.s, (expected)) != 0) {                                     \
-      hd_test_failures++;                                                             \
-      fprintf(stderr, "%s:%d: parsed:\n%s--- expected:\n%s", __FILE__, __LINE__,     \
-              (res)->text.s, (expected));                                             \
-    }                                                                                 \
+#define CHECK_TEXT(res, expected)                                                        \
+  do {                                                                                   \
+    hd_test_checks++;                                                                    \
+    if (strcmp((res)->text.s, (expected)) != 0) {                                        \
+      hd_test_failures++;                                                                \
+      fprintf(stderr, "%s:%d: parsed:\n%s--- expected:\n%s", __FILE__, __LINE__,         \
+              (res)->text.s, (expected));                                                \
+    }                                                                                    \
   } while (0)
 
 /* ---- tests ---------------------------------------------------------------- */
@@ -212,7 +214,8 @@ static void test_simple_get(void) {
   run_all(req, sizeof(req) - 1, 1024, &r, "simple GET");
   CHECK_INT(r.nreq, 1);
   CHECK_INT(r.err, 0);
-  CHECK_TEXT(&r, "end=96 method=GET HTTP/1.1 keep_alive=1 upgrade=0 path=\"/ws\" query=\"token=abc&x=1\"\n"
+  CHECK_TEXT(&r, "end=96 method=GET HTTP/1.1 keep_alive=1 upgrade=0 path=\"/ws\" "
+                 "query=\"token=abc&x=1\"\n"
                  "  \"Host\": \"example.com\"\n"
                  "  \"User-Agent\": \"test agent\"\n"
                  "  \"X-Tab\": \"value\"\n"
@@ -223,28 +226,32 @@ static void test_simple_get(void) {
   {
     static const char r2[] = "GET / HTTP/1.0\r\nHost: h\r\n\r\n";
     run_all(r2, sizeof(r2) - 1, 0, &r, "HTTP/1.0");
-    CHECK_TEXT(&r, "end=27 method=GET HTTP/1.0 keep_alive=0 upgrade=0 path=\"/\" query=NULL\n"
-                   "  \"Host\": \"h\"\n"
-                   "  body=NULL\n");
+    CHECK_TEXT(&r,
+               "end=27 method=GET HTTP/1.0 keep_alive=0 upgrade=0 path=\"/\" query=NULL\n"
+               "  \"Host\": \"h\"\n"
+               "  body=NULL\n");
     result_free(&r);
   }
   {
     static const char r3[] = "GET /p? HTTP/1.1\r\nConnection: close\r\n\r\n";
     run_all(r3, sizeof(r3) - 1, 0, &r, "empty query");
-    CHECK_TEXT(&r, "end=39 method=GET HTTP/1.1 keep_alive=0 upgrade=0 path=\"/p\" query=\"\"\n"
-                   "  \"Connection\": \"close\"\n"
-                   "  body=NULL\n");
+    CHECK_TEXT(
+        &r, "end=39 method=GET HTTP/1.1 keep_alive=0 upgrade=0 path=\"/p\" query=\"\"\n"
+            "  \"Connection\": \"close\"\n"
+            "  body=NULL\n");
     result_free(&r);
   }
   { /* headers with empty values, then others: names must not run together */
-    static const char r4[] = "GET / HTTP/1.1\r\nX-Empty:\r\nHost: h\r\nX-Blank:   \r\nX-Last: v\r\n\r\n";
+    static const char r4[] =
+        "GET / HTTP/1.1\r\nX-Empty:\r\nHost: h\r\nX-Blank:   \r\nX-Last: v\r\n\r\n";
     run_all(r4, sizeof(r4) - 1, 0, &r, "empty header values");
-    CHECK_TEXT(&r, "end=61 method=GET HTTP/1.1 keep_alive=1 upgrade=0 path=\"/\" query=NULL\n"
-                   "  \"X-Empty\": \"\"\n"
-                   "  \"Host\": \"h\"\n"
-                   "  \"X-Blank\": \"\"\n"
-                   "  \"X-Last\": \"v\"\n"
-                   "  body=NULL\n");
+    CHECK_TEXT(&r,
+               "end=61 method=GET HTTP/1.1 keep_alive=1 upgrade=0 path=\"/\" query=NULL\n"
+               "  \"X-Empty\": \"\"\n"
+               "  \"Host\": \"h\"\n"
+               "  \"X-Blank\": \"\"\n"
+               "  \"X-Last\": \"v\"\n"
+               "  body=NULL\n");
     result_free(&r);
   }
 }
@@ -303,7 +310,8 @@ static void test_pipelining(void) {
   CHECK_MEM(r->path, r->path_len, "/a", 2);
   CHECK_INT(r->method, HTTP_GET);
   hd_http_parser_next(p);
-  rc = hd_http_parser_feed(p, (const uint8_t *)two + first, sizeof(two) - 1 - first, &consumed);
+  rc = hd_http_parser_feed(p, (const uint8_t *)two + first, sizeof(two) - 1 - first,
+                           &consumed);
   CHECK_INT(rc, 1);
   CHECK_INT(consumed, sizeof(two) - 1 - first);
   r = hd_http_parser_request(p);
@@ -320,26 +328,30 @@ static void test_pipelining(void) {
   rc = hd_http_parser_feed(p, (const uint8_t *)"TP/1.1\r\n\r\n", 10, &consumed);
   CHECK_INT(rc, 1);
   CHECK_INT(consumed, 10);
-  CHECK_MEM(hd_http_parser_request(p)->path, hd_http_parser_request(p)->path_len, "/c", 2);
+  CHECK_MEM(hd_http_parser_request(p)->path, hd_http_parser_request(p)->path_len, "/c",
+            2);
   hd_http_parser_free(p);
 
   { /* three requests at every split point */
-    static const char three[] = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
-                                "PUT /2?q HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
-                                "GET /3 HTTP/1.1\r\nConnection: close\r\n\r\n";
+    static const char three[] =
+        "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"
+        "PUT /2?q HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+        "GET /3 HTTP/1.1\r\nConnection: close\r\n\r\n";
     result_t res;
     run_all(three, sizeof(three) - 1, 100, &res, "three pipelined");
     CHECK_INT(res.nreq, 3);
     CHECK_INT(res.err, 0);
-    CHECK_TEXT(&res, "end=28 method=GET HTTP/1.1 keep_alive=1 upgrade=0 path=\"/1\" query=NULL\n"
-                     "  \"Host\": \"h\"\n"
-                     "  body=NULL\n"
-                     "end=89 method=PUT HTTP/1.1 keep_alive=1 upgrade=0 path=\"/2\" query=\"q\"\n"
-                     "  \"Transfer-Encoding\": \"chunked\"\n"
-                     "  body=\"ab\"\n"
-                     "end=127 method=GET HTTP/1.1 keep_alive=0 upgrade=0 path=\"/3\" query=NULL\n"
-                     "  \"Connection\": \"close\"\n"
-                     "  body=NULL\n");
+    CHECK_TEXT(
+        &res,
+        "end=28 method=GET HTTP/1.1 keep_alive=1 upgrade=0 path=\"/1\" query=NULL\n"
+        "  \"Host\": \"h\"\n"
+        "  body=NULL\n"
+        "end=89 method=PUT HTTP/1.1 keep_alive=1 upgrade=0 path=\"/2\" query=\"q\"\n"
+        "  \"Transfer-Encoding\": \"chunked\"\n"
+        "  body=\"ab\"\n"
+        "end=127 method=GET HTTP/1.1 keep_alive=0 upgrade=0 path=\"/3\" query=NULL\n"
+        "  \"Connection\": \"close\"\n"
+        "  body=NULL\n");
     result_free(&res);
   }
 }
@@ -350,9 +362,10 @@ static void test_bodies(void) {
     static const char req[] = "POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world";
     run_all(req, sizeof(req) - 1, 11, &r, "content-length body");
     CHECK_INT(r.err, 0);
-    CHECK_TEXT(&r, "end=51 method=POST HTTP/1.1 keep_alive=1 upgrade=0 path=\"/x\" query=NULL\n"
-                   "  \"Content-Length\": \"11\"\n"
-                   "  body=\"hello world\"\n");
+    CHECK_TEXT(
+        &r, "end=51 method=POST HTTP/1.1 keep_alive=1 upgrade=0 path=\"/x\" query=NULL\n"
+            "  \"Content-Length\": \"11\"\n"
+            "  body=\"hello world\"\n");
     result_free(&r);
     /* one byte over the limit: 413 from the declared length */
     run_all(req, sizeof(req) - 1, 10, &r, "content-length over");
@@ -585,7 +598,8 @@ static void test_token_list(void) {
   for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
     bool got = hd_http_token_list_has(t[i].value, strlen(t[i].value), t[i].token);
     CHECK_INT(got, t[i].want);
-    if (got != t[i].want) fprintf(stderr, "  \"%s\" has \"%s\"\n", t[i].value, t[i].token);
+    if (got != t[i].want)
+      fprintf(stderr, "  \"%s\" has \"%s\"\n", t[i].value, t[i].token);
   }
   /* the length bounds the value: a match beyond len does not count */
   CHECK(!hd_http_token_list_has("keep-alive, upgrade", 11, "upgrade"));
@@ -634,7 +648,8 @@ static void test_query_get(void) {
     memset(out, 'Z', sizeof(out));
     rc = hd_http_query_get(t[i].query, strlen(t[i].query), t[i].key, out, t[i].cap);
     CHECK_INT(rc, t[i].rc);
-    if (rc != t[i].rc) fprintf(stderr, "  query \"%s\" key \"%s\"\n", t[i].query, t[i].key);
+    if (rc != t[i].rc)
+      fprintf(stderr, "  query \"%s\" key \"%s\"\n", t[i].query, t[i].key);
     if (t[i].value && rc >= 0) {
       CHECK_STR(out, t[i].value);
       CHECK_INT(out[rc], 0);
@@ -667,8 +682,10 @@ static void test_random_chunks(void) {
   static const char stream[] =
       "GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-A:  1 \r\n\r\n"
       "POST /p HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody"
-      "POST /q HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\nX-Trailer: t\r\n\r\n"
-      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x80";
+      "POST /q HTTP/1.1\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\nX-Trailer: t\r\n\r\n"
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: "
+      "upgrade\r\n\r\n\x81\x80";
   result_t whole, r;
   uint64_t seed = 99;
   size_t n = sizeof(stream) - 1;

@@ -82,8 +82,8 @@ static uint8_t *unb64(const char *s, size_t len, size_t *out_len) {
 typedef enum { SIG_HS256, SIG_RS256, SIG_ES256, SIG_NONE } sig_kind_t;
 
 /* Raw JWS signature of input. HS256 uses key/key_len, the others pkey. */
-static uint8_t *sign_raw(sig_kind_t kind, const void *key, size_t key_len,
-                         EVP_PKEY *pkey, const char *input, size_t *sig_len) {
+static uint8_t *sign_raw(sig_kind_t kind, const void *key, size_t key_len, EVP_PKEY *pkey,
+                         const char *input, size_t *sig_len) {
   uint8_t *sig = NULL;
 
   if (kind == SIG_HS256) {
@@ -220,14 +220,14 @@ static hd_jwt_reason_t verify_str(const hd_jwt_verifier_t *v, const char *tok,
 }
 
 /* Verifies and frees tok; checks the reason. */
-#define EXPECT(v, tok, want)                                                          \
-  do {                                                                                \
-    char *t_ = (tok);                                                                 \
-    hd_jwt_claims_t c_;                                                               \
-    hd_jwt_reason_t r_ = verify_str((v), t_, &c_);                                    \
-    if (r_ != (want)) fprintf(stderr, "  token: %s\n", t_);                           \
-    CHECK_STR(hd_jwt_reason_name(r_), hd_jwt_reason_name(want));                      \
-    free(t_);                                                                         \
+#define EXPECT(v, tok, want)                                                             \
+  do {                                                                                   \
+    char *t_ = (tok);                                                                    \
+    hd_jwt_claims_t c_;                                                                  \
+    hd_jwt_reason_t r_ = verify_str((v), t_, &c_);                                       \
+    if (r_ != (want)) fprintf(stderr, "  token: %s\n", t_);                              \
+    CHECK_STR(hd_jwt_reason_name(r_), hd_jwt_reason_name(want));                         \
+    free(t_);                                                                            \
   } while (0)
 
 static char *payload_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -279,7 +279,8 @@ static void test_valid(void) {
 
   /* iat absent reads as 0; the sub is copied exactly, multi-byte UTF-8 too. */
   {
-    char *tok = hs(P("{\"sub\":\"j\\u00f6rg \\u2603\",\"exp\":%lld}", (long long)NOW + 1));
+    char *tok =
+        hs(P("{\"sub\":\"j\\u00f6rg \\u2603\",\"exp\":%lld}", (long long)NOW + 1));
     hd_jwt_claims_t c;
     CHECK_INT(verify_str(vh, tok, &c), HD_JWT_OK);
     CHECK_STR(c.sub, "j\xc3\xb6rg \xe2\x98\x83");
@@ -327,10 +328,12 @@ static void test_bad_alg(void) {
     /* alg:none with an empty signature part, and with a signature. */
     EXPECT(v, make_token("{\"alg\":\"none\"}", payload, SIG_NONE, NULL, 0, NULL),
            HD_JWT_BAD_ALG);
-    EXPECT(v, make_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, SIG_NONE, NULL, 0,
-                         NULL),
+    EXPECT(v,
+           make_token("{\"alg\":\"none\",\"typ\":\"JWT\"}", payload, SIG_NONE, NULL, 0,
+                      NULL),
            HD_JWT_BAD_ALG);
-    EXPECT(v, make_token("{\"alg\":\"none\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
+    EXPECT(v,
+           make_token("{\"alg\":\"none\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
            HD_JWT_BAD_ALG);
     EXPECT(v, make_token("{\"alg\":\"None\"}", payload, SIG_NONE, NULL, 0, NULL),
            HD_JWT_BAD_ALG);
@@ -343,40 +346,48 @@ static void test_bad_alg(void) {
       EXPECT(v, t, HD_JWT_MALFORMED);
     }
     /* alg missing, not a string, wrong case, unknown. */
-    EXPECT(v, make_token("{\"typ\":\"JWT\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
+    EXPECT(v,
+           make_token("{\"typ\":\"JWT\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
            HD_JWT_BAD_ALG);
     EXPECT(v, make_token("{\"alg\":256}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
            HD_JWT_BAD_ALG);
     EXPECT(v, make_token("{\"alg\":null}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
            HD_JWT_BAD_ALG);
-    EXPECT(v, make_token("{\"alg\":[\"HS256\"]}", payload, SIG_HS256, SECRET, SECRET_LEN,
-                         NULL),
-           HD_JWT_BAD_ALG);
+    EXPECT(
+        v,
+        make_token("{\"alg\":[\"HS256\"]}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
+        HD_JWT_BAD_ALG);
     EXPECT(v, make_token("{\"alg\":\"PS256\"}", payload, SIG_RS256, NULL, 0, rsa_key),
            HD_JWT_BAD_ALG);
-    EXPECT(v, make_token("{\"alg\":\"HS512\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
-           HD_JWT_BAD_ALG);
+    EXPECT(
+        v,
+        make_token("{\"alg\":\"HS512\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
+        HD_JWT_BAD_ALG);
   }
-  EXPECT(vs[0], make_token("{\"alg\":\"hs256\"}", payload, SIG_HS256, SECRET, SECRET_LEN,
-                           NULL),
+  EXPECT(vs[0],
+         make_token("{\"alg\":\"hs256\"}", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
          HD_JWT_BAD_ALG);
 
   /* Algorithm confusion: an HS256 token HMAC'ed with the public key's PEM text
    * (what a naive "key from the header's alg" verifier would check) must fail on
    * RS256 and ES256 verifiers, as must one HMAC'ed with the DER key bytes. */
-  EXPECT(vs[1], make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, SIG_HS256,
-                           rsa_pem, strlen(rsa_pem), NULL),
+  EXPECT(vs[1],
+         make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, SIG_HS256, rsa_pem,
+                    strlen(rsa_pem), NULL),
          HD_JWT_BAD_ALG);
-  EXPECT(vs[2], make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, SIG_HS256,
-                           ec_pem, strlen(ec_pem), NULL),
+  EXPECT(vs[2],
+         make_token("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", payload, SIG_HS256, ec_pem,
+                    strlen(ec_pem), NULL),
          HD_JWT_BAD_ALG);
   /* ... and with the header lying ("RS256") over an HMAC signature: the
    * signature is checked as RSA and fails. */
-  EXPECT(vs[1], make_token("{\"alg\":\"RS256\",\"typ\":\"JWT\"}", payload, SIG_HS256,
-                           rsa_pem, strlen(rsa_pem), NULL),
+  EXPECT(vs[1],
+         make_token("{\"alg\":\"RS256\",\"typ\":\"JWT\"}", payload, SIG_HS256, rsa_pem,
+                    strlen(rsa_pem), NULL),
          HD_JWT_BAD_SIGNATURE);
-  EXPECT(vs[2], make_token("{\"alg\":\"ES256\",\"typ\":\"JWT\"}", payload, SIG_HS256,
-                           ec_pem, strlen(ec_pem), NULL),
+  EXPECT(vs[2],
+         make_token("{\"alg\":\"ES256\",\"typ\":\"JWT\"}", payload, SIG_HS256, ec_pem,
+                    strlen(ec_pem), NULL),
          HD_JWT_BAD_SIGNATURE);
   /* Asymmetric tokens to the HS256 verifier, and across RS/ES. */
   EXPECT(vs[0], rs(payload), HD_JWT_BAD_ALG);
@@ -394,8 +405,9 @@ static void test_bad_alg(void) {
     EXPECT(vs[2], make_token("{\"alg\":\"ES256\"}", payload, SIG_ES256, NULL, 0, other),
            HD_JWT_BAD_SIGNATURE);
     EVP_PKEY_free(other);
-    EXPECT(vs[0], make_token("{\"alg\":\"HS256\"}", payload, SIG_HS256,
-                             "0123456789abcdef0123456789abcdeF", 32, NULL),
+    EXPECT(vs[0],
+           make_token("{\"alg\":\"HS256\"}", payload, SIG_HS256,
+                      "0123456789abcdef0123456789abcdeF", 32, NULL),
            HD_JWT_BAD_SIGNATURE);
   }
   for (int i = 0; i < 3; i++) hd_jwt_verifier_free(vs[i]);
@@ -570,7 +582,8 @@ static void test_time(void) {
          HD_JWT_OK);
   EXPECT(v30, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"nbf\":%lld}", now + 600, now + 31)),
          HD_JWT_NOT_YET_VALID);
-  EXPECT(v30, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"nbf\":9223372036854775807}", now + 600)),
+  EXPECT(v30,
+         hs(P("{\"sub\":\"a\",\"exp\":%lld,\"nbf\":9223372036854775807}", now + 600)),
          HD_JWT_NOT_YET_VALID);
   EXPECT(v0, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"nbf\":\"0\"}", now + 600)),
          HD_JWT_MALFORMED);
@@ -619,9 +632,10 @@ static void test_aud_iss(void) {
   /* Not configured: aud is ignored, whatever its shape. */
   EXPECT(vn, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"other\"}", e)), HD_JWT_OK);
   EXPECT(vn, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"aud\":5}", e)), HD_JWT_OK);
-  EXPECT(vi, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"other\",\"iss\":"
-                  "\"https://idp.example\"}",
-                  e)),
+  EXPECT(vi,
+         hs(P("{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"other\",\"iss\":"
+              "\"https://idp.example\"}",
+              e)),
          HD_JWT_OK);
 
   EXPECT(vi, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"iss\":\"https://idp.example\"}", e)),
@@ -635,9 +649,10 @@ static void test_aud_iss(void) {
   EXPECT(vi, hs(P("{\"sub\":\"a\",\"exp\":%lld}", e)), HD_JWT_BAD_ISSUER);
   EXPECT(vn, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"iss\":7}", e)), HD_JWT_OK);
 
-  EXPECT(vb, es(P("{\"sub\":\"a\",\"exp\":%lld,\"iss\":\"https://idp.example\","
-                  "\"aud\":[\"herald\"]}",
-                  e)),
+  EXPECT(vb,
+         es(P("{\"sub\":\"a\",\"exp\":%lld,\"iss\":\"https://idp.example\","
+              "\"aud\":[\"herald\"]}",
+              e)),
          HD_JWT_OK);
   EXPECT(vb, es(P("{\"sub\":\"a\",\"exp\":%lld,\"iss\":\"https://idp.example\"}", e)),
          HD_JWT_BAD_AUDIENCE);
@@ -724,10 +739,10 @@ static void test_malformed(void) {
     t[d2] = '\0'; /* two parts */
     EXPECT(v, t, HD_JWT_MALFORMED);
   }
-  EXPECT(v, cat3(good, ".", ""), HD_JWT_MALFORMED);     /* four parts, last empty */
-  EXPECT(v, cat3(good, ".", "AAAA"), HD_JWT_MALFORMED); /* four parts */
+  EXPECT(v, cat3(good, ".", ""), HD_JWT_MALFORMED);          /* four parts, last empty */
+  EXPECT(v, cat3(good, ".", "AAAA"), HD_JWT_MALFORMED);      /* four parts */
   EXPECT(v, cat3(good, ".AAAA", ".AAAA"), HD_JWT_MALFORMED); /* five: JWE shape */
-  EXPECT(v, cat3(".", good + d1 + 1, ""), HD_JWT_MALFORMED);  /* empty header */
+  EXPECT(v, cat3(".", good + d1 + 1, ""), HD_JWT_MALFORMED); /* empty header */
   {
     char *t = malloc(n + 1); /* empty payload */
     memcpy(t, good, d1 + 1);
@@ -764,7 +779,7 @@ static void test_malformed(void) {
   }
   {
     /* A header padded with '=': the standard base64 spelling. */
-    char *h = b64s("{\"alg\":\"HS256\"}"); /* 15 bytes -> 20 chars, no pad needed */
+    char *h = b64s("{\"alg\":\"HS256\"}");   /* 15 bytes -> 20 chars, no pad needed */
     char *h2 = b64s("{\"alg\":\"HS256\" }"); /* 16 bytes -> 22 chars + "==" */
     char *t = malloc(n + 64);
     sprintf(t, "%s==%s", h2, good + d1);
@@ -827,20 +842,24 @@ static void test_malformed(void) {
          HD_JWT_MALFORMED);
   EXPECT(v, make_token("\"HS256\"", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
          HD_JWT_MALFORMED);
-  EXPECT(v, make_token("{\"alg\":\"HS256\"", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
+  EXPECT(v,
+         make_token("{\"alg\":\"HS256\"", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
          HD_JWT_MALFORMED);
-  EXPECT(v, make_token("{\"alg\":\"HS256\"}x", payload, SIG_HS256, SECRET, SECRET_LEN,
-                       NULL),
+  EXPECT(v,
+         make_token("{\"alg\":\"HS256\"}x", payload, SIG_HS256, SECRET, SECRET_LEN, NULL),
          HD_JWT_MALFORMED);
-  EXPECT(v, make_token("{\"alg\":\"none\",\"alg\":\"HS256\"}", payload, SIG_HS256, SECRET,
-                       SECRET_LEN, NULL),
+  EXPECT(v,
+         make_token("{\"alg\":\"none\",\"alg\":\"HS256\"}", payload, SIG_HS256, SECRET,
+                    SECRET_LEN, NULL),
          HD_JWT_MALFORMED);
-  EXPECT(v, make_token("{\"alg\":\"HS256\",\"alg\":\"HS256\"}", payload, SIG_HS256, SECRET,
-                       SECRET_LEN, NULL),
+  EXPECT(v,
+         make_token("{\"alg\":\"HS256\",\"alg\":\"HS256\"}", payload, SIG_HS256, SECRET,
+                    SECRET_LEN, NULL),
          HD_JWT_MALFORMED);
   /* crit names extensions we do not implement: RFC 7515 4.1.11 says reject. */
-  EXPECT(v, make_token("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", payload,
-                       SIG_HS256, SECRET, SECRET_LEN, NULL),
+  EXPECT(v,
+         make_token("{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}", payload,
+                    SIG_HS256, SECRET, SECRET_LEN, NULL),
          HD_JWT_MALFORMED);
   /* Properly signed payloads that are not a JSON object. */
   EXPECT(v, hs("[\"sub\",\"alice\"]"), HD_JWT_MALFORMED);
@@ -850,7 +869,8 @@ static void test_malformed(void) {
   EXPECT(v, hs("{\"sub\":\"alice\""), HD_JWT_MALFORMED);
   EXPECT(v, hs(P("{\"sub\":\"alice\",\"exp\":%lld}{}", (long long)NOW + 60)),
          HD_JWT_MALFORMED);
-  EXPECT(v, hs(P("{\"sub\":\"alice\",\"exp\":%lld,\"sub\":\"admin\"}", (long long)NOW + 60)),
+  EXPECT(v,
+         hs(P("{\"sub\":\"alice\",\"exp\":%lld,\"sub\":\"admin\"}", (long long)NOW + 60)),
          HD_JWT_MALFORMED);
   EXPECT(v, hs(P("{\"sub\":\"al\xff\",\"exp\":%lld}", (long long)NOW + 60)),
          HD_JWT_MALFORMED);
@@ -1024,14 +1044,18 @@ static void test_config(void) {
     uint8_t sec[32];
     hd_jwt_verifier_t *v = NULL;
     memcpy(sec, SECRET, 32);
-    c = (hd_jwt_config_t){.alg = HD_JWT_HS256, .secret = sec, .secret_len = 32,
-                          .audience = aud, .issuer = iss};
+    c = (hd_jwt_config_t){.alg = HD_JWT_HS256,
+                          .secret = sec,
+                          .secret_len = 32,
+                          .audience = aud,
+                          .issuer = iss};
     CHECK_INT(hd_jwt_verifier_new(&c, &v, err, sizeof(err)), 0);
     memset(sec, 0, sizeof(sec));
     memset(aud, 'z', 6);
     memset(iss, 'z', 3);
-    EXPECT(v, hs(P("{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"herald\",\"iss\":\"idp\"}",
-                   (long long)NOW + 9)),
+    EXPECT(v,
+           hs(P("{\"sub\":\"a\",\"exp\":%lld,\"aud\":\"herald\",\"iss\":\"idp\"}",
+                (long long)NOW + 9)),
            HD_JWT_OK);
     hd_jwt_verifier_free(v);
     char *pem = strdup(rsa_pem);

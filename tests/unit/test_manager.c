@@ -378,7 +378,8 @@ static void test_draining(void) {
 /* ---- the encoded event ---------------------------------------------------------- */
 
 static void test_frame_json(void) {
-  static const char data[] = "{\"delta\":\"h\\u00e9llo \\\"w\\\"\",\"n\":[1,2,{\"x\":null}]}";
+  static const char data[] =
+      "{\"delta\":\"h\\u00e9llo \\\"w\\\"\",\"n\":[1,2,{\"x\":null}]}";
   fake_conn_t c;
   char epoch[HD_EPOCH_LEN + 1];
   hd_event_t ev = {HD_EV_TOOL_EXECUTING, "th\"1\\\n", "run-7", data, strlen(data)};
@@ -403,9 +404,10 @@ static void test_frame_json(void) {
     CHECK(json_is_object(j));
     json_object_foreach(j, key, v) {
       n++;
-      CHECK(strcmp(key, "type") == 0 || strcmp(key, "seq") == 0 || strcmp(key, "epoch") == 0 ||
-            strcmp(key, "thread_id") == 0 || strcmp(key, "run_id") == 0 ||
-            strcmp(key, "ts") == 0 || strcmp(key, "data") == 0);
+      CHECK(strcmp(key, "type") == 0 || strcmp(key, "seq") == 0 ||
+            strcmp(key, "epoch") == 0 || strcmp(key, "thread_id") == 0 ||
+            strcmp(key, "run_id") == 0 || strcmp(key, "ts") == 0 ||
+            strcmp(key, "data") == 0);
     }
     CHECK_INT(n, 7);
     CHECK_STR(json_string_value(json_object_get(j, "type")), "tool_executing");
@@ -452,7 +454,8 @@ static void test_frame_json(void) {
       CHECK_INT(c.nframes, 3 + k);
       if (c.nframes == 3 + (size_t)k) {
         json_t *j = fake_json(c.frames[2 + k]);
-        const char *d = json_string_value(json_object_get(json_object_get(j, "data"), "delta"));
+        const char *d =
+            json_string_value(json_object_get(json_object_get(j, "data"), "delta"));
         CHECK(d != NULL && strlen(d) == n);
         CHECK_INT(json_integer_value(json_object_get(j, "seq")), 3 + k);
         json_decref(j);
@@ -464,8 +467,9 @@ static void test_frame_json(void) {
 }
 
 static void test_event_types(void) {
-  static const char *const wire[] = {"agent_started",  "agent_thinking", "tool_executing",
-                                     "tool_completed", "agent_message",  "agent_completed"};
+  static const char *const wire[] = {"agent_started",  "agent_thinking",
+                                     "tool_executing", "tool_completed",
+                                     "agent_message",  "agent_completed"};
 
   CHECK_INT(HD_EV__COUNT, 6);
   for (int t = 0; t < HD_EV__COUNT; t++) {
@@ -477,7 +481,8 @@ static void test_event_types(void) {
   CHECK(hd_event_type_name((hd_event_type_t)-1) == NULL);
   CHECK_INT(hd_event_type_parse("agent_started", 5), -1); /* a prefix is not a name */
   CHECK_INT(hd_event_type_parse("agent_startedx", 14), -1);
-  CHECK_INT(hd_event_type_parse("agent_startedx", 13), HD_EV_AGENT_STARTED); /* len counts */
+  CHECK_INT(hd_event_type_parse("agent_startedx", 13),
+            HD_EV_AGENT_STARTED); /* len counts */
   CHECK_INT(hd_event_type_parse("Agent_Started", 13), -1);
   CHECK_INT(hd_event_type_parse("", 0), -1);
   CHECK_INT(hd_event_type_parse("welcome", 7), -1);

@@ -132,14 +132,18 @@ static void check_split(const uint8_t *s, size_t n, int expect, size_t bad,
     size_t want = piece_of(bad, cuts, ncuts);
     if (rc != HD_EUTF8 || piece != want) {
       hd_test_failures++;
-      fprintf(stderr, "utf8 [%s] cuts=%zu(first %zu): expected EUTF8 in piece %zu, got rc=%d piece=%zu\n",
+      fprintf(stderr,
+              "utf8 [%s] cuts=%zu(first %zu): expected EUTF8 in piece %zu, got rc=%d "
+              "piece=%zu\n",
               hx, ncuts, ncuts ? cuts[0] : 0, want, rc, piece);
     }
   } else {
     bool want_complete = expect == REF_VALID;
     if (rc != 0 || complete != want_complete) {
       hd_test_failures++;
-      fprintf(stderr, "utf8 [%s] cuts=%zu(first %zu): expected rc=0 complete=%d, got rc=%d complete=%d\n",
+      fprintf(stderr,
+              "utf8 [%s] cuts=%zu(first %zu): expected rc=0 complete=%d, got rc=%d "
+              "complete=%d\n",
               hx, ncuts, ncuts ? cuts[0] : 0, want_complete, rc, complete);
     }
   }
@@ -202,7 +206,8 @@ static const utf8_case_t cases[] = {
     {"U+1FFFE", "F0 9F BF BE", REF_VALID, 0},
     {"mixed", "48 C3 A9 E2 82 AC F0 9F 98 80 21", REF_VALID, 0},
     {"ascii 9", "61 62 63 64 65 66 67 68 69", REF_VALID, 0},
-    {"ascii 16 then 2-byte", "30 31 32 33 34 35 36 37 38 39 41 42 43 44 45 46 C3 A9", REF_VALID, 0},
+    {"ascii 16 then 2-byte", "30 31 32 33 34 35 36 37 38 39 41 42 43 44 45 46 C3 A9",
+     REF_VALID, 0},
     /* overlongs */
     {"C0 80 (overlong NUL)", "C0 80", REF_INVALID, 0},
     {"C1 BF (overlong 7F)", "C1 BF", REF_INVALID, 0},
@@ -253,7 +258,8 @@ static const utf8_case_t cases[] = {
     {"2-byte then 80", "C3 A9 80", REF_INVALID, 2},
     {"4-byte then BF", "F0 9F 98 80 BF", REF_INVALID, 4},
     {"ascii 8 then 80", "61 62 63 64 65 66 67 68 80", REF_INVALID, 8},
-    {"ascii 15 then 9F", "61 62 63 64 65 66 67 68 61 62 63 64 65 66 67 9F", REF_INVALID, 15},
+    {"ascii 15 then 9F", "61 62 63 64 65 66 67 68 61 62 63 64 65 66 67 9F", REF_INVALID,
+     15},
 };
 
 static size_t parse_hex(const char *h, uint8_t *out) {
@@ -403,10 +409,9 @@ static uint64_t rnd(void) {
   return rng_state;
 }
 
-static const uint8_t interesting[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0,
-                                      0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0, 0xE1, 0xEC,
-                                      0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5,
-                                      0xF7, 0xF8, 0xFE, 0xFF};
+static const uint8_t interesting[] = {
+    0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC1, 0xC2, 0xDF, 0xE0,
+    0xE1, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF7, 0xF8, 0xFE, 0xFF};
 
 static size_t gen(uint8_t *s, size_t cap) {
   size_t n = 0, len = rnd() % cap;
@@ -415,8 +420,12 @@ static size_t gen(uint8_t *s, size_t cap) {
   while (n < len) {
     unsigned what = mode == 0 ? 0 : (unsigned)(rnd() % 6);
     switch (what) {
-    case 0: s[n++] = (uint8_t)rnd(); break; /* random byte */
-    case 1: s[n++] = interesting[rnd() % sizeof(interesting)]; break;
+    case 0:
+      s[n++] = (uint8_t)rnd();
+      break; /* random byte */
+    case 1:
+      s[n++] = interesting[rnd() % sizeof(interesting)];
+      break;
     case 2: { /* ASCII run */
       size_t run = rnd() % 20;
       while (run-- && n < len) s[n++] = (uint8_t)(rnd() % 0x80);
@@ -427,10 +436,18 @@ static size_t gen(uint8_t *s, size_t cap) {
       uint32_t cp;
       size_t k;
       switch (rnd() % 4) {
-      case 0: cp = (uint32_t)(rnd() % 0x800); break;
-      case 1: cp = (uint32_t)(0xD000 + rnd() % 0x3000); break;
-      case 2: cp = (uint32_t)(0x10000 + rnd() % 0x100000); break;
-      default: cp = (uint32_t)(rnd() % 0x120000); break;
+      case 0:
+        cp = (uint32_t)(rnd() % 0x800);
+        break;
+      case 1:
+        cp = (uint32_t)(0xD000 + rnd() % 0x3000);
+        break;
+      case 2:
+        cp = (uint32_t)(0x10000 + rnd() % 0x100000);
+        break;
+      default:
+        cp = (uint32_t)(rnd() % 0x120000);
+        break;
       }
       k = encode_cp(cp, e);
       if (rnd() % 8 == 0) k = rnd() % k;
@@ -467,8 +484,9 @@ static void test_differential(void) {
       if (mismatches++ < 10) {
         char hx[128];
         hexs(hx, s, n);
-        fprintf(stderr, "  differential [%s]: ref %d bad %zu, got %d (cut %zu piece %zu)\n",
-                hx, ref, bad, got, cut, piece);
+        fprintf(stderr,
+                "  differential [%s]: ref %d bad %zu, got %d (cut %zu piece %zu)\n", hx,
+                ref, bad, got, cut, piece);
       }
     }
     /* byte by byte: rejected exactly at the first bad byte */
@@ -477,11 +495,13 @@ static void test_differential(void) {
       for (size_t i = 0; i < n; i++) {
         rc = hd_utf8_feed(&st, s + i, 1);
         if (rc != 0) {
-          if (i != bad && mismatches++ < 10) fprintf(stderr, "  byte by byte: rejected at %zu, first bad %zu\n", i, bad);
+          if (i != bad && mismatches++ < 10)
+            fprintf(stderr, "  byte by byte: rejected at %zu, first bad %zu\n", i, bad);
           break;
         }
       }
-      if (rc == 0 && mismatches++ < 10) fprintf(stderr, "  byte by byte: never rejected\n");
+      if (rc == 0 && mismatches++ < 10)
+        fprintf(stderr, "  byte by byte: never rejected\n");
     }
   }
   CHECK_INT(mismatches, 0);
@@ -489,8 +509,8 @@ static void test_differential(void) {
   CHECK(counts[REF_VALID] > N / 20);
   CHECK(counts[REF_TRUNCATED] > N / 100);
   CHECK(counts[REF_INVALID] > N / 20);
-  fprintf(stderr, "differential: %ld valid, %ld truncated, %ld invalid\n", counts[0], counts[1],
-          counts[2]);
+  fprintf(stderr, "differential: %ld valid, %ld truncated, %ld invalid\n", counts[0],
+          counts[1], counts[2]);
 }
 
 /* Long valid text followed by one bad byte at each position of the last 16. */
@@ -500,8 +520,8 @@ static void test_long_inputs(void) {
   size_t n = 0;
 
   while (n + 4 <= L) {
-    static const uint8_t pat[] = {'a', 'b', 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 'c', 'd', 'e',
-                                  'f', 'g', 'h', 'i', 'j', 0xF0, 0x9F, 0x98, 0x80};
+    static const uint8_t pat[] = {'a', 'b', 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 'c',  'd', 'e',
+                                  'f', 'g', 'h',  'i',  'j',  0xF0, 0x9F, 0x98, 0x80};
     for (size_t i = 0; i < sizeof(pat) && n < L; i++) s[n++] = pat[i];
   }
   while (n < L) s[n++] = 'z';

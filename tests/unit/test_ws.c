@@ -42,14 +42,15 @@ enum { LEN_AUTO = 0, LEN_16 = 126, LEN_64 = 127 };
 /* Appends a frame. b0 is the first header byte (FIN, RSV, opcode); the payload is
  * masked unless masked is false; declared is the length written in the header
  * (normally plen) in the form len_form. Returns the header size. */
-static size_t frame_ex(buf_t *b, unsigned b0, bool masked, int len_form, uint64_t declared,
-                       const void *payload, size_t plen) {
+static size_t frame_ex(buf_t *b, unsigned b0, bool masked, int len_form,
+                       uint64_t declared, const void *payload, size_t plen) {
   size_t start = b->len;
   uint8_t m[4];
   unsigned mbit = masked ? 0x80 : 0;
 
   put8(b, b0);
-  if (len_form == LEN_AUTO) len_form = declared < 126 ? 0 : declared <= 0xFFFF ? LEN_16 : LEN_64;
+  if (len_form == LEN_AUTO)
+    len_form = declared < 126 ? 0 : declared <= 0xFFFF ? LEN_16 : LEN_64;
   if (len_form == 0) {
     put8(b, mbit | (unsigned)declared);
   } else if (len_form == LEN_16) {
@@ -184,12 +185,18 @@ static void run(const uint8_t *s, size_t n, const size_t *cuts, size_t ncuts,
 
 static const char *ev_name(int t) {
   switch (t) {
-  case HD_WS_EV_NONE: return "NONE";
-  case HD_WS_EV_MESSAGE: return "MESSAGE";
-  case HD_WS_EV_PING: return "PING";
-  case HD_WS_EV_PONG: return "PONG";
-  case HD_WS_EV_CLOSE: return "CLOSE";
-  default: return "?";
+  case HD_WS_EV_NONE:
+    return "NONE";
+  case HD_WS_EV_MESSAGE:
+    return "MESSAGE";
+  case HD_WS_EV_PING:
+    return "PING";
+  case HD_WS_EV_PONG:
+    return "PONG";
+  case HD_WS_EV_CLOSE:
+    return "CLOSE";
+  default:
+    return "?";
   }
 }
 
@@ -207,16 +214,17 @@ static bool log_eq(const log_t *a, const log_t *b, const char *what) {
     const rec_t *x = &a->ev[i], *y = &b->ev[i];
     if (x->type != y->type || x->opcode != y->opcode || x->close_code != y->close_code ||
         x->len != y->len || (x->len && memcmp(x->data, y->data, x->len) != 0)) {
-      fprintf(stderr, "%s: event %d: %s op %d code %d len %zu != %s op %d code %d len %zu%s\n",
-              what, i, ev_name(x->type), x->opcode, x->close_code, x->len, ev_name(y->type),
-              y->opcode, y->close_code, y->len,
+      fprintf(stderr,
+              "%s: event %d: %s op %d code %d len %zu != %s op %d code %d len %zu%s\n",
+              what, i, ev_name(x->type), x->opcode, x->close_code, x->len,
+              ev_name(y->type), y->opcode, y->close_code, y->len,
               x->len == y->len ? " (payload differs)" : "");
       ok = false;
     }
   }
   if (ok && (a->err != b->err || a->close_code != b->close_code)) {
-    fprintf(stderr, "%s: err %d close %d != err %d close %d\n", what, a->err, a->close_code,
-            b->err, b->close_code);
+    fprintf(stderr, "%s: err %d close %d != err %d close %d\n", what, a->err,
+            a->close_code, b->err, b->close_code);
     ok = false;
   }
   if (ok && (a->anomalies || b->anomalies)) {
@@ -278,7 +286,8 @@ static void check_event(const log_t *l, int i, int type, int opcode, int close_c
 /* ---- payload lengths ------------------------------------------------------ */
 
 static void test_lengths(void) {
-  static const size_t lens[] = {0, 1, 2, 3, 4, 5, 7, 8, 9, 125, 126, 127, 128, 65535, 65536, 70000};
+  static const size_t lens[] = {0, 1,   2,   3,   4,   5,     7,     8,
+                                9, 125, 126, 127, 128, 65535, 65536, 70000};
 
   for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++)
     for (unsigned op = HD_WS_OP_TEXT; op <= HD_WS_OP_BINARY; op++) {
@@ -290,7 +299,8 @@ static void test_lengths(void) {
       char what[96];
 
       for (size_t i = 0; i < len; i++)
-        payload[i] = op == HD_WS_OP_TEXT ? (uint8_t)('a' + i % 26) : (uint8_t)(i * 31 + 7);
+        payload[i] =
+            op == HD_WS_OP_TEXT ? (uint8_t)('a' + i % 26) : (uint8_t)(i * 31 + 7);
       /* text: a 2-byte character now and then, never cut at the end */
       if (op == HD_WS_OP_TEXT)
         for (size_t i = 3; i + 2 < len; i += 11) payload[i] = 0xC3, payload[i + 1] = 0xA9;
@@ -392,7 +402,10 @@ static void test_fragments(void) {
     run_all_splits(b.p, b.len, 1024, &l, "many fragments");
     CHECK_INT(l.err, 0);
     CHECK_INT(l.nev, 1);
-    check_event(&l, 0, HD_WS_EV_MESSAGE, HD_WS_OP_TEXT, 0, "a\xE2\x82\xAC" "bc", 6);
+    check_event(&l, 0, HD_WS_EV_MESSAGE, HD_WS_OP_TEXT, 0,
+                "a\xE2\x82\xAC"
+                "bc",
+                6);
     log_free(&l);
     free(b.p);
   }
@@ -556,8 +569,10 @@ static void test_close_events(void) {
       close_frame(&b, code, "", 0);
       run(b.p, b.len, NULL, 0, 64, &l);
       if (valid ? (l.err != 0 || l.nev != 1 || l.ev[0].close_code != (int)code)
-                : (l.err != HD_EPROTO || l.close_code != HD_WS_CLOSE_PROTOCOL || l.nev != 0)) {
-        if (wrong++ < 5) fprintf(stderr, "close code %u: err %d nev %d\n", code, l.err, l.nev);
+                : (l.err != HD_EPROTO || l.close_code != HD_WS_CLOSE_PROTOCOL ||
+                   l.nev != 0)) {
+        if (wrong++ < 5)
+          fprintf(stderr, "close code %u: err %d nev %d\n", code, l.err, l.nev);
       }
       log_free(&l);
       free(b.p);
@@ -588,8 +603,11 @@ static void check_err_case(err_case_t *c) {
   hd_test_checks++;
   if (whole.err != c->err || whole.close_code != c->close_code || whole.nev != c->nev) {
     hd_test_failures++;
-    fprintf(stderr, "%s: expected err %d close %d after %d events, got err %d close %d after %d events\n",
-            c->name, c->err, c->close_code, c->nev, whole.err, whole.close_code, whole.nev);
+    fprintf(stderr,
+            "%s: expected err %d close %d after %d events, got err %d close %d after %d "
+            "events\n",
+            c->name, c->err, c->close_code, c->nev, whole.err, whole.close_code,
+            whole.nev);
   }
   for (size_t i = 0; i <= c->b.len; i++) {
     size_t piece_lo, piece_hi;
@@ -603,8 +621,10 @@ static void check_err_case(err_case_t *c) {
       hd_test_checks++;
       if (l.err_piece < piece_lo || l.err_piece > piece_hi) {
         hd_test_failures++;
-        fprintf(stderr, "%s: error reported by piece %zu, expected the piece holding byte %zu..%zu\n",
-                what, l.err_piece, c->lo, c->hi);
+        fprintf(
+            stderr,
+            "%s: error reported by piece %zu, expected the piece holding byte %zu..%zu\n",
+            what, l.err_piece, c->lo, c->hi);
       }
     }
     log_free(&l);
@@ -618,8 +638,8 @@ static void check_err_case(err_case_t *c) {
       hd_test_checks++;
       if (l.err_piece < c->lo || l.err_piece > c->hi) {
         hd_test_failures++;
-        fprintf(stderr, "%s: error at byte %zu, expected %zu..%zu\n", what, l.err_piece, c->lo,
-                c->hi);
+        fprintf(stderr, "%s: error at byte %zu, expected %zu..%zu\n", what, l.err_piece,
+                c->lo, c->hi);
       }
     }
     log_free(&l);
@@ -634,8 +654,8 @@ static void test_errors(void) {
   int n = 0;
   size_t at, h;
 
-#define NEW(nm, mm, e, cc)                                                              \
-  (memset(&c[n], 0, sizeof(c[n])), c[n].name = (nm), c[n].max_message = (mm),          \
+#define NEW(nm, mm, e, cc)                                                               \
+  (memset(&c[n], 0, sizeof(c[n])), c[n].name = (nm), c[n].max_message = (mm),            \
    c[n].err = (e), c[n].close_code = (cc), &c[n++])
   err_case_t *x;
 
@@ -662,8 +682,9 @@ static void test_errors(void) {
 
   {
     static const unsigned ops[] = {3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF};
-    static const char *names[] = {"opcode 3", "opcode 4", "opcode 5", "opcode 6", "opcode 7",
-                                  "opcode B", "opcode C", "opcode D", "opcode E", "opcode F"};
+    static const char *names[] = {"opcode 3", "opcode 4", "opcode 5", "opcode 6",
+                                  "opcode 7", "opcode B", "opcode C", "opcode D",
+                                  "opcode E", "opcode F"};
     for (size_t i = 0; i < 10; i++) {
       x = NEW(names[i], 64, HD_EPROTO, 1002);
       h = frame_ex(&x->b, 0x80 | ops[i], true, LEN_AUTO, 1, "z", 1);
@@ -738,7 +759,10 @@ static void test_errors(void) {
   {
     /* the frame declares 20 bytes; only 6 are sent, the 4th is bad */
     uint8_t p[20];
-    memcpy(p, "abc\xFF" "de", 6);
+    memcpy(p,
+           "abc\xFF"
+           "de",
+           6);
     h = frame(&x->b, 0x81, true, p, 20);
     x->b.len = h + 6;
     x->lo = x->hi = h + 3;
@@ -836,12 +860,17 @@ static void test_stream_splits(void) {
     log_t w2;
     frame_str(&s, HD_WS_OP_TEXT, false, "ab\xC3");
     frame_str(&s, HD_WS_OP_PING, true, "p");
-    frame_str(&s, HD_WS_OP_CONT, true, "\xA9" "c");
+    frame_str(&s, HD_WS_OP_CONT, true,
+              "\xA9"
+              "c");
     frame_str(&s, HD_WS_OP_BINARY, true, "bin");
     close_frame(&s, 1001, "", 0);
     run_all_splits(s.p, s.len, 64, &w2, "short stream");
     CHECK_INT(w2.nev, 4);
-    check_event(&w2, 1, HD_WS_EV_MESSAGE, HD_WS_OP_TEXT, 0, "ab\xC3\xA9" "c", 5);
+    check_event(&w2, 1, HD_WS_EV_MESSAGE, HD_WS_OP_TEXT, 0,
+                "ab\xC3\xA9"
+                "c",
+                5);
     log_free(&w2);
     free(s.p);
   }
@@ -940,9 +969,10 @@ static void test_unmask(void) {
         out = hd_ws_unmask(p, n, mask, pos);
         if (memcmp(storage, ref, sizeof(storage)) != 0 || out != ((pos + n) & 3)) {
           if (wrong++ < 5)
-            fprintf(stderr, "unmask pos %u align %zu n %zu: bytes %s, returned %u want %zu\n",
-                    pos, align, n, memcmp(storage, ref, sizeof(storage)) ? "differ" : "ok",
-                    out, (pos + n) & 3);
+            fprintf(
+                stderr, "unmask pos %u align %zu n %zu: bytes %s, returned %u want %zu\n",
+                pos, align, n, memcmp(storage, ref, sizeof(storage)) ? "differ" : "ok",
+                out, (pos + n) & 3);
         }
       }
   CHECK_INT(wrong, 0);
@@ -999,7 +1029,8 @@ static void test_close_code_valid(void) {
     bool want = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
                 (code >= 3000 && code <= 4999);
     if (hd_ws_close_code_valid(code) != want) {
-      if (wrong++ < 5) fprintf(stderr, "close code %u: got %d want %d\n", code, !want, want);
+      if (wrong++ < 5)
+        fprintf(stderr, "close code %u: got %d want %d\n", code, !want, want);
     }
   }
   CHECK_INT(wrong, 0);
@@ -1088,15 +1119,20 @@ static void test_random_streams(void) {
     size_t cuts[64], nc = 0, pos = 0;
     int nframes = 1 + (int)(RND() % 8);
     for (int f = 0; f < nframes; f++) {
-      static const unsigned b0s[] = {0x81, 0x82, 0x01, 0x02, 0x00, 0x80, 0x89, 0x8A, 0x88, 0x09, 0xC1, 0x83};
+      static const unsigned b0s[] = {0x81, 0x82, 0x01, 0x02, 0x00, 0x80,
+                                     0x89, 0x8A, 0x88, 0x09, 0xC1, 0x83};
       uint8_t p[300];
       unsigned b0 = b0s[RND() % (sizeof(b0s) / sizeof(b0s[0]))];
       size_t len = RND() % 8 == 0 ? RND() % 300 : RND() % 12;
       for (size_t i = 0; i < len; i++) {
         unsigned k = (unsigned)(RND() % 10);
-        p[i] = k < 7 ? (uint8_t)('a' + k) : k == 7 ? 0xC3 : k == 8 ? 0xA9 : (uint8_t)RND();
+        p[i] = k < 7    ? (uint8_t)('a' + k)
+               : k == 7 ? 0xC3
+               : k == 8 ? 0xA9
+                        : (uint8_t)RND();
       }
-      if ((b0 & 0x0F) == HD_WS_OP_CLOSE && len >= 2 && RND() % 2) p[0] = 0x03, p[1] = 0xE8;
+      if ((b0 & 0x0F) == HD_WS_OP_CLOSE && len >= 2 && RND() % 2)
+        p[0] = 0x03, p[1] = 0xE8;
       frame_ex(&b, b0, RND() % 50 != 0, LEN_AUTO, len, p, len);
     }
     while (nc < 64) {
