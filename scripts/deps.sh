@@ -8,7 +8,7 @@ set -eu
 build="build-essential cmake pkg-config libuv1-dev node-llhttp libssl-dev
 libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev"
 test="clang libclang-rt-14-dev python3 python3-websockets python3-pytest node-ws
-curl procps chromium"
+curl procps chromium openssl binutils"
 
 want="$build"
 [ "${1:-}" = "--run" ] || want="$build $test"
