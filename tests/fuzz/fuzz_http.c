@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "herald/herald.h"
+#include "support/bytelog.h"
 #include "proto/handshake.h"
 #include "proto/http.h"
 
@@ -28,22 +29,6 @@
     }                                                                                    \
   } while (0)
 
-typedef struct {
-  uint8_t *p;
-  size_t len, cap;
-} log_t;
-
-static void log_put(log_t *l, const void *p, size_t n) {
-  if (l->len + n > l->cap) {
-    size_t cap = l->cap ? l->cap : 1024;
-    while (cap < l->len + n) cap *= 2;
-    l->p = realloc(l->p, cap);
-    REQUIRE(l->p != NULL);
-    l->cap = cap;
-  }
-  if (n) memcpy(l->p + l->len, p, n);
-  l->len += n;
-}
 
 static void log_num(log_t *l, uint64_t v) {
   log_put(l, &v, sizeof(v));

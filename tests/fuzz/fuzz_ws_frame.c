@@ -14,25 +14,10 @@
 #include <string.h>
 
 #include "herald/herald.h"
+#include "support/bytelog.h"
 #include "proto/utf8.h"
 #include "proto/ws.h"
 
-typedef struct {
-  uint8_t *p;
-  size_t len, cap;
-} log_t;
-
-static void log_put(log_t *l, const void *p, size_t n) {
-  if (l->len + n > l->cap) {
-    size_t cap = l->cap ? l->cap : 1024;
-    while (cap < l->len + n) cap *= 2;
-    l->p = realloc(l->p, cap);
-    if (l->p == NULL) abort();
-    l->cap = cap;
-  }
-  if (n) memcpy(l->p + l->len, p, n);
-  l->len += n;
-}
 
 #define REQUIRE(c)                                                                       \
   do {                                                                                   \

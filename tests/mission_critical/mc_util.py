@@ -46,6 +46,20 @@ def start(workers: int = 2):
     return start_heraldd(env=ENV, workers=workers, echo_path=None)
 
 
+def run_against_heraldd(scenario, timeout: float) -> None:
+    """Runs the async scenario(h) against a fresh heraldd, then checks the server
+    logged no isolation refusal and exited 0 on SIGTERM."""
+    import asyncio
+    h = start()
+    try:
+        asyncio.run(asyncio.wait_for(scenario(h), timeout))
+    finally:
+        rc = h.stop()
+    log = h.stderr_text()
+    assert "isolation: frame" not in log, log[-2000:]
+    assert rc == 0, f"heraldd exited {rc}\n{log[-2000:]}"
+
+
 def ws_uri(h, token: str | None = None) -> str:
     q = f"?access_token={token}" if token else ""
     return f"ws://{h.host}:{h.port}/ws{q}"

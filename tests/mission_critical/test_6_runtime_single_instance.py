@@ -31,7 +31,7 @@ import time
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mc_util import Http, metrics, mint, start, ws_uri  # noqa: E402
+from mc_util import Http, metrics, mint, run_against_heraldd, ws_uri  # noqa: E402
 
 USERS = 50
 PER_USER = 2
@@ -182,11 +182,4 @@ async def scenario(h):
 
 
 def test_one_instance_under_load():
-    h = start()
-    try:
-        asyncio.run(asyncio.wait_for(scenario(h), TIMEOUT))
-    finally:
-        rc = h.stop()
-    log = h.stderr_text()
-    assert "isolation: frame" not in log, log[-2000:]
-    assert rc == 0, f"heraldd exited {rc}\n{log[-2000:]}"
+    run_against_heraldd(scenario, TIMEOUT)

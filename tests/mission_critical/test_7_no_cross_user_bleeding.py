@@ -43,7 +43,7 @@ import time
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mc_util import Http, metrics, mint, scaled, start, ws_uri  # noqa: E402
+from mc_util import Http, metrics, mint, run_against_heraldd, scaled, ws_uri  # noqa: E402
 
 USERS = 50
 QUIET = 5
@@ -221,11 +221,4 @@ async def scenario(h):
 
 
 def test_no_cross_user_bleeding():
-    h = start()
-    try:
-        asyncio.run(asyncio.wait_for(scenario(h), TIMEOUT))
-    finally:
-        rc = h.stop()
-    log = h.stderr_text()
-    assert "isolation: frame" not in log, log[-2000:]
-    assert rc == 0, f"heraldd exited {rc}\n{log[-2000:]}"
+    run_against_heraldd(scenario, TIMEOUT)
