@@ -29,7 +29,6 @@
     }                                                                                    \
   } while (0)
 
-
 static void log_num(log_t *l, uint64_t v) {
   log_put(l, &v, sizeof(v));
 }

@@ -18,7 +18,6 @@
 #include "proto/utf8.h"
 #include "proto/ws.h"
 
-
 #define REQUIRE(c)                                                                       \
   do {                                                                                   \
     if (!(c)) {                                                                          \
