@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "api/json_arena.h"
 #include "auth/jwt.h"
 #include "core/event.h"
 #include "net/net.h"
@@ -43,6 +44,7 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   bool batch;
   char msg[200];
 
+  hd_json_arena_begin(); /* the batch's DOM lives until the end of this function */
   body =
       json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
   if (!json_is_object(body)) {
@@ -127,10 +129,11 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   if (batch) rlen += (size_t)sprintf(reply + rlen, "]}");
   hd_conn_respond(c, 200, "application/json", reply, rlen, NULL, req->keep_alive);
 done:
-  for (i = 0; evs && i < n; i++) free(evs[i].data);
+  for (i = 0; evs && i < n; i++) hd__json_free(evs[i].data);
   free(evs);
   free(reply);
   json_decref(body);
+  hd_json_arena_end();
 }
 
 static void disconnect(hd_conn_t *c, const hd_http_req_t *req) {

@@ -34,6 +34,12 @@ const char *hd__json_id_field(json_t *ev, const char *name, bool required,
   return json_string_value(v);
 }
 
+void hd__json_free(void *p) {
+  json_free_t f;
+  json_get_alloc_funcs(NULL, &f);
+  f(p);
+}
+
 /* Validates one event; on error writes a message naming the problem. */
 bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, char *msg,
                          size_t cap) {
@@ -84,7 +90,7 @@ bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, ch
   if (out->ev.data_len + ENVELOPE_MAX > max_message) {
     snprintf(msg, cap, "event encodes to more than the %zu-byte message limit",
              max_message);
-    free(out->data);
+    hd__json_free(out->data);
     out->data = NULL;
     return false;
   }

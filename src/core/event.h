@@ -12,10 +12,15 @@
 typedef struct {
   const char *user_id; /* borrowed from the JSON */
   hd_event_t ev;       /* ids borrowed from the JSON; data points at .data */
-  char *data;          /* owned: the compact JSON of "data"; free() it */
+  char *data;          /* owned: the compact JSON of "data"; hd__json_free() it */
 } hd_event_json_t;
 
-/* Validates one event object. On success fills out (free out->data when done)
+/* Frees what jansson allocated (a json_dumps string) with jansson's
+ * configured free function, which is not always free(). */
+void hd__json_free(void *p);
+
+/* Validates one event object. On success fills out (hd__json_free(out->data)
+ * when done)
  * and returns true; otherwise writes a message naming the problem into msg. */
 bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, char *msg,
                          size_t cap);

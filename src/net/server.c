@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "agent/runtime.h"
+#include "api/json_arena.h"
 #include "daemon/log.h"
 #include "net/net.h"
 
@@ -119,6 +120,7 @@ static void worker_main(void *arg) {
       if (w->conns == NULL && !uv_is_closing((uv_handle_t *)&w->wakeup)) close_handles(w);
     }
   }
+  hd_json_arena_release();
 }
 
 static int bind_socket(const hd_config_t *cfg, int port, int *out_port) {
@@ -193,6 +195,7 @@ int hd_server_init(hd_server_t *srv, hd_config_t *cfg, uv_loop_t *main_loop) {
   int rc;
 
   memset(srv, 0, sizeof(*srv));
+  hd_json_arena_install();
   srv->cfg = cfg;
   srv->main_loop = main_loop;
   srv->port = cfg->listen_port;

@@ -30,7 +30,7 @@ static void check(json_t *j, size_t limit) {
   data = json_loadb(ev.ev.data, ev.ev.data_len, 0, NULL);
   if (!json_is_object(data)) abort();
   json_decref(data);
-  free(ev.data);
+  hd__json_free(ev.data);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
