@@ -2,11 +2,15 @@
  *
  * The input is a publish body. Every event the validator accepts must satisfy
  * the rules it claims to enforce: a known type, ids of 1..128 bytes, data that
- * re-parses as a JSON object, and an encoded size within the limit. */
+ * re-parses as a JSON object, and an encoded size within the limit.
+ *
+ * Like the publish handler, it parses and validates inside a jansson arena
+ * window (src/api/json_arena.c), so ASan sees every arena allocation too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/json_arena.h"
 #include "core/event.h"
 
 static void check(json_t *j, size_t limit) {
@@ -34,10 +38,18 @@ static void check(json_t *j, size_t limit) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
-  json_t *body = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, NULL), *list;
+  static bool installed;
+  json_t *body, *list;
   size_t limit = 2048;
 
-  if (body == NULL) return 0;
+  if (!installed) hd_json_arena_install();
+  installed = true;
+  hd_json_arena_begin();
+  body = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, NULL);
+  if (body == NULL) {
+    hd_json_arena_end();
+    return 0;
+  }
   list = json_object_get(body, "events");
   if (json_is_array(list)) {
     for (size_t i = 0; i < json_array_size(list); i++)
@@ -46,5 +58,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *p, size_t n) {
     check(body, limit);
   }
   json_decref(body);
+  hd_json_arena_end();
   return 0;
 }
