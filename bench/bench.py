@@ -16,7 +16,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HERALDD = os.path.join(ROOT, "build", "bin", "heraldd")
+HERALDD = os.environ.get("HERALDD") or os.path.join(ROOT, "build", "bin", "heraldd")
 LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
 NODE_ECHO = os.path.join(ROOT, "bench", "node_echo.js")
 QUICK = os.environ.get("QUICK", "0") not in ("", "0")
