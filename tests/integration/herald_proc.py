@@ -116,6 +116,11 @@ class HeraldProcess:
                 pass
         return self.returncode
 
+    def stop_ok(self, timeout: float = 10.0, tail: int = 4000):
+        """stop(), then assert a clean exit, showing the end of the log if not."""
+        rc = self.stop(timeout)
+        assert rc == 0, f"heraldd exited {rc}\n{self.stderr_text()[-tail:]}"
+
     def __enter__(self):
         return self
 

@@ -41,8 +41,7 @@ ISS = "https://issuer.example"
 def herald():
     h = start_heraldd()
     yield h
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
+    h.stop_ok()
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,7 @@ from herald_client import (Api, api_key, assert_error_body, event, expect_close,
 def herald():
     h = start_heraldd()
     yield h
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
+    h.stop_ok()
 
 
 @pytest.fixture()

@@ -32,8 +32,7 @@ def herald():
     # A high message rate limit: some tests flood on purpose (4029 is tested apart).
     h = start_heraldd("--max-client-rate", "5000")
     yield h
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
+    h.stop_ok()
 
 
 @pytest.fixture()

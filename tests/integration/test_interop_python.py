@@ -54,16 +54,14 @@ def binary_payload(n: int, seed: int = 0) -> bytes:
 def herald():
     h = start_heraldd()
     yield h
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
+    h.stop_ok()
 
 
 @pytest.fixture(scope="module")
 def herald_big():
     h = start_heraldd("--max-message", str(BIG + 1))
     yield h
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
+    h.stop_ok()
 
 
 def uri(h, path: str = "/echo") -> str:

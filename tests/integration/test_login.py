@@ -74,8 +74,7 @@ def herald(users_path):
     """A fresh server per test: its own failure budgets."""
     h = start(users_path)
     yield h
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()}"
+    h.stop_ok()
 
 
 def request(h, method="POST", path="/auth/login", body=None, source=None, timeout=15.0,

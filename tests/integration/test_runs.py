@@ -51,17 +51,12 @@ def start(*args):
     return start_heraldd(*map(str, args), echo_path=None)
 
 
-def stop_ok(h):
-    rc = h.stop()
-    assert rc == 0, f"heraldd exited {rc}\n{h.stderr_text()[-4000:]}"
-
-
 @pytest.fixture(scope="module")
 def fast():
     """The demo agent without pauses."""
     h = start("--demo-pace", 0)
     yield h
-    stop_ok(h)
+    h.stop_ok()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +64,7 @@ def slow():
     """The demo agent at 500 ms a step: runs stay in flight for seconds."""
     h = start("--demo-pace", 500)
     yield h
-    stop_ok(h)
+    h.stop_ok()
 
 
 # ---------------------------------------------------------------------------- client helpers
@@ -494,7 +489,7 @@ def test_silent_agent_times_out_once():
 
         c, rid, done, elapsed = run(go(), timeout=30)
     finally:
-        stop_ok(h)
+        h.stop_ok()
     assert done["data"].get("status") == "failed", done
     assert isinstance(done["data"].get("error"), str) and done["data"]["error"], done
     assert 0.9 <= elapsed <= 3.0, f"timed out after {elapsed:.2f}s with --run-timeout 1"
@@ -542,7 +537,7 @@ def test_max_runs_per_user():
 
         c, rids, third, d1, d2 = run(go(), timeout=60)
     finally:
-        stop_ok(h)
+        h.stop_ok()
     check_error(third, "too_many_runs")
     assert d1["data"]["status"] == "succeeded" and d2["data"]["status"] == "succeeded"
     assert len(set(rids)) == 3
@@ -609,7 +604,7 @@ def test_no_agent():
 
         c, err = run(go(), timeout=20)
     finally:
-        stop_ok(h)
+        h.stop_ok()
     check_error(err, "no_agent")
     assert c.events() == [], c.events()
 
@@ -650,7 +645,7 @@ def test_two_users_twenty_runs_each_no_crossover():
 
         results = run(go(), timeout=90)
     finally:
-        stop_ok(h)
+        h.stop_ok()
 
     all_rids = [set(acks) for acks, _ in results]
     assert not (all_rids[0] & all_rids[1]), "two users got the same run id"
@@ -783,7 +778,7 @@ def test_timeout_is_about_silence_not_duration():
 
         rid, evs, took = run(go(), timeout=30)
     finally:
-        stop_ok(h)
+        h.stop_ok()
     assert took > 1.5, f"the run took only {took:.2f}s: the test proves nothing"
     s = check_run_shape(evs, rid, "what is 12*7?")
     assert s["completed"]["result"] == 84
@@ -814,7 +809,7 @@ def test_cancel_frees_a_run_slot():
 
         refused, again = run(go(), timeout=30)
     finally:
-        stop_ok(h)
+        h.stop_ok()
     check_error(refused, "too_many_runs")
     assert again.get("type") == "ack", f"a cancelled run still holds its slot: {again}"
 
