@@ -29,15 +29,15 @@
 #endif
 #ifdef HD_ARENA_ASAN
 #include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
 #else
-#define POISON(p, n) ((void)(p), (void)(n))
+#define POISON(p, n)   ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
 #define CHUNK_MIN (64 * 1024)
-#define ALIGN 16
+#define ALIGN     16
 
 typedef struct chunk_s {
   struct chunk_s *next; /* the older, smaller chunks */
@@ -84,7 +84,9 @@ static void arena_free(void *p) {
   if (p != NULL && !owned(p)) free(p);
 }
 
-void hd_json_arena_install(void) { json_set_alloc_funcs(arena_alloc, arena_free); }
+void hd_json_arena_install(void) {
+  json_set_alloc_funcs(arena_alloc, arena_free);
+}
 
 void hd_json_arena_begin(void) {
   assert(!arena.open);

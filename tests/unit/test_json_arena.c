@@ -24,7 +24,9 @@
 #endif
 
 /* Bytes in use by glibc malloc (meaningless when a sanitizer replaces it). */
-static long long heap_used(void) { return (long long)mallinfo2().uordblks; }
+static long long heap_used(void) {
+  return (long long)mallinfo2().uordblks;
+}
 
 static char *batch_text(int n) {
   json_t *list = json_array();
@@ -48,8 +50,8 @@ static void test_window_values(void) {
   v = json_loads(text, JSON_REJECT_DUPLICATES, &err);
   CHECK(json_is_array(v));
   CHECK_INT(json_array_size(v), 1000);
-  CHECK_INT(json_integer_value(json_object_get(
-                json_object_get(json_array_get(v, 999), "data"), "i")),
+  CHECK_INT(json_integer_value(
+                json_object_get(json_object_get(json_array_get(v, 999), "data"), "i")),
             999);
   again = json_dumps(v, JSON_COMPACT);
   CHECK_STR(again, text);
