@@ -36,8 +36,7 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define CHUNK_MIN (64 * 1024)
-#define ALIGN     16
+#define ALIGN 16
 
 typedef struct chunk_s {
   struct chunk_s *next; /* the older, smaller chunks */
@@ -62,9 +61,10 @@ static void *arena_alloc(size_t n) {
 
   if (!arena.open) return malloc(n);
   if (n > SIZE_MAX / 2 - sizeof(chunk_t)) return NULL;
-  n = (n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+  /* Never 0 bytes: a block must lie inside its chunk for arena_free to know it. */
+  n = n ? (n + ALIGN - 1) & ~(size_t)(ALIGN - 1) : ALIGN;
   if (c == NULL || c->cap - c->used < n) {
-    size_t cap = c ? c->cap * 2 : CHUNK_MIN;
+    size_t cap = c ? c->cap * 2 : HD_JSON_ARENA_CHUNK;
     chunk_t *fresh;
     while (cap < n) cap *= 2;
     if ((fresh = malloc(sizeof(*fresh) + cap)) == NULL) return NULL;

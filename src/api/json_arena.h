@@ -18,7 +18,8 @@
 
 #include <stddef.h>
 
-#define HD_JSON_ARENA_KEEP (1024 * 1024)
+#define HD_JSON_ARENA_KEEP  (1024 * 1024)
+#define HD_JSON_ARENA_CHUNK (64 * 1024) /* the first chunk; each next one doubles */
 
 /* Installs the arena-aware allocator into jansson; once, before threads start.
  * Values allocated before it are still freed correctly. */

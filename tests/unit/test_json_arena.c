@@ -5,6 +5,7 @@
  * which also catches a pointer freed by the wrong allocator. */
 #include <malloc.h>
 #include <pthread.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -114,6 +115,31 @@ static void test_growth_and_bound(void) {
   }
 }
 
+/* The hooks themselves, at a chunk's exact end: a 0-byte request still gets a
+ * block inside a chunk, so freeing it is a no-op and not a free() of a pointer
+ * malloc never returned (glibc would abort). */
+static void test_hook_edges(void) {
+  json_malloc_t m;
+  json_free_t f;
+  void *a, *b, *z;
+
+  json_get_alloc_funcs(&m, &f);
+  hd_json_arena_release();
+  hd_json_arena_begin();
+  a = m(1);
+  b = m(HD_JSON_ARENA_CHUNK - 16); /* the first chunk is now exactly full */
+  z = m(0);
+  CHECK(a != NULL && b != NULL && z != NULL);
+  CHECK(((uintptr_t)a | (uintptr_t)b | (uintptr_t)z) % 16 == 0);
+  CHECK_INT(hd_json_arena_held(), 3 * HD_JSON_ARENA_CHUNK);
+  f(z);
+  f(b);
+  f(a);
+  f(NULL);
+  hd_json_arena_end();
+  CHECK(hd_json_arena_held() == 2 * HD_JSON_ARENA_CHUNK);
+}
+
 static void *other_thread(void *arg) {
   json_t *v = json_pack("{s:s}", "from", "thread");
   (void)arg;
@@ -144,6 +170,7 @@ int main(void) {
   test_malloc_value_dies_in_window();
   test_growth_and_bound();
   test_other_threads_unaffected();
+  test_hook_edges();
   json_decref(early); /* malloc'ed before the hooks: still freed correctly */
   hd_json_arena_release();
   CHECK_INT(hd_json_arena_held(), 0);
