@@ -33,51 +33,84 @@ static void error_reply(hd_conn_t *c, const hd_http_req_t *req, int status,
   hd_conn_respond_error(c, status, code, message, req->keep_alive);
 }
 
-static void publish(hd_conn_t *c, const hd_http_req_t *req) {
-  hd_server_t *srv = c->w->srv;
+/* The fast path (src/core/pubscan.c): the events without a DOM, or 0 when it
+ * declines. *evs and *ids are the caller's to free either way. */
+static size_t scan(const hd_http_req_t *req, const hd_config_t *cfg,
+                   hd_event_json_t **evs, char **ids, bool *batch) {
+  size_t cap = req->body_len / 32 + 1; /* an event takes more than 32 bytes */
+
+  if (cap > cfg->max_batch) cap = cfg->max_batch;
+  *evs = malloc(cap * sizeof(**evs));
+  *ids = malloc(req->body_len + 3 * cap + 1);
+  if (*evs == NULL || *ids == NULL || req->body == NULL) return 0;
+  return hd__publish_scan((const char *)req->body, req->body_len, cfg->max_message, *evs,
+                          cap, *ids, batch);
+}
+
+/* The jansson path: decides what the fast path declined, with the error that
+ * names the problem. Returns false once it has answered with that error. */
+static bool parse(hd_conn_t *c, const hd_http_req_t *req, json_t **body,
+                  hd_event_json_t **evs, size_t *count, bool *batch) {
+  const hd_config_t *cfg = c->w->srv->cfg;
   json_error_t jerr;
-  json_t *body, *list;
-  char *reply = NULL;
-  size_t rlen = 0;
-  hd_event_json_t *evs = NULL;
-  size_t n = 0, i;
-  bool batch;
+  json_t *list;
+  size_t n;
   char msg[200];
 
-  hd_json_arena_begin(); /* the batch's DOM lives until the end of this function */
-  body =
+  *body =
       json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!json_is_object(body)) {
+  if (!json_is_object(*body)) {
     error_reply(c, req, 400, "invalid_json", "the body must be a JSON object");
-    goto done;
+    return false;
   }
-  list = json_object_get(body, "events");
-  batch = list != NULL;
-  if (batch && (!json_is_array(list) || json_array_size(list) == 0)) {
+  list = json_object_get(*body, "events");
+  *batch = list != NULL;
+  if (*batch && (!json_is_array(list) || json_array_size(list) == 0)) {
     error_reply(c, req, 400, "invalid_batch", "events must be a non-empty array");
-    goto done;
+    return false;
   }
-  n = batch ? json_array_size(list) : 1;
-  if (n > srv->cfg->max_batch) {
-    snprintf(msg, sizeof(msg), "at most %zu events per request", srv->cfg->max_batch);
+  n = *batch ? json_array_size(list) : 1;
+  if (n > cfg->max_batch) {
+    snprintf(msg, sizeof(msg), "at most %zu events per request", cfg->max_batch);
     error_reply(c, req, 400, "batch_too_large", msg);
-    goto done;
+    return false;
   }
-  if ((evs = calloc(n, sizeof(*evs))) == NULL) {
+  if ((*evs = calloc(n, sizeof(**evs))) == NULL) {
     error_reply(c, req, 500, "internal", "out of memory");
-    goto done;
+    return false;
   }
-  for (i = 0; i < n; i++) {
+  for (*count = 0; *count < n; ++*count) {
     char why[160];
-    if (!hd__event_from_json(batch ? json_array_get(list, i) : body,
-                             srv->cfg->max_message, &evs[i], why, sizeof(why))) {
-      if (batch)
+    size_t i = *count;
+    if (!hd__event_from_json(*batch ? json_array_get(list, i) : *body, cfg->max_message,
+                             &(*evs)[i], why, sizeof(why))) {
+      if (*batch)
         snprintf(msg, sizeof(msg), "events[%zu]: %s", i, why);
       else
         snprintf(msg, sizeof(msg), "%s", why);
       error_reply(c, req, 400, "invalid_event", msg);
-      goto done;
+      return false;
     }
+  }
+  return true;
+}
+
+static void publish(hd_conn_t *c, const hd_http_req_t *req) {
+  hd_server_t *srv = c->w->srv;
+  json_t *body = NULL;
+  char *reply = NULL, *ids = NULL;
+  size_t rlen = 0;
+  hd_event_json_t *evs = NULL;
+  size_t n = 0, i;
+  bool batch = false;
+  char msg[200];
+
+  hd_json_arena_begin(); /* a DOM, if one is built, lives until the end of this function
+                          */
+  if ((n = scan(req, srv->cfg, &evs, &ids, &batch)) == 0) {
+    free(evs);
+    evs = NULL;
+    if (!parse(c, req, &body, &evs, &n, &batch)) goto done;
   }
   /* Herald's own runs ("hr-"): refuse the whole batch up front if an event
    * would break their shape (a later race is still caught by the manager). */
@@ -131,6 +164,7 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
 done:
   for (i = 0; evs && i < n; i++) hd__json_free(evs[i].data);
   free(evs);
+  free(ids);
   free(reply);
   json_decref(body);
   hd_json_arena_end();

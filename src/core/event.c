@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENVELOPE_MAX 700 /* type, seq, epoch, escaped ids, ts: a generous bound */
-
 const char *hd__json_id_field(json_t *ev, const char *name, bool required,
                               const char **err) {
   json_t *v = json_object_get(ev, name);
@@ -87,7 +85,7 @@ bool hd__event_from_json(json_t *j, size_t max_message, hd_event_json_t *out, ch
   }
   out->ev.data = out->data;
   out->ev.data_len = strlen(out->data);
-  if (out->ev.data_len + ENVELOPE_MAX > max_message) {
+  if (out->ev.data_len + HD_EVENT_ENVELOPE_MAX > max_message) {
     snprintf(msg, cap, "event encodes to more than the %zu-byte message limit",
              max_message);
     hd__json_free(out->data);
