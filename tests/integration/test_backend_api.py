@@ -189,6 +189,37 @@ def test_publish_without_thread_and_run(herald, api):
     run(go())
 
 
+# Data in the forms the fast path forwards as sent and in those it leaves to
+# jansson (re-encoded): either way the client gets the value that was published.
+DATA_FORMS = [
+    '{ "text" : "spaced out" ,\n "n" : [ 1 , 2.50 , -0 , 1E+2 ] }',
+    '{"esc":"\\u00e9\\ud83d\\ude00 \\"q\\" \\\\ \\/ \\n","raw":"é☃"}',
+    '{"\\u006bey":"escaped key"}',
+    '{' + ",".join(f'"k{i}":{i}' for i in range(40)) + '}',
+    '{"big":1234567890123456789,"r":1e200}',
+    '{"deep":' + "[" * 70 + "]" * 70 + '}',
+]
+
+
+@pytest.mark.parametrize("form", range(len(DATA_FORMS)))
+def test_data_delivered_as_published(herald, api, form):
+    user = new_user("form")
+    raw = DATA_FORMS[form]
+    want = json.loads(raw)
+    single = ('{"user_id":"%s","type":"tool_completed","data":%s}' % (user, raw))
+    batch = ('{"events":[{"user_id":"%s","type":"tool_completed","data":%s}]}' % (user, raw))
+
+    async def go():
+        (ws, _), = await connect_user(herald, user, 1)
+        for seq, body in ((1, single), (2, batch)):
+            r = await in_thread(api.request, "POST", "/api/v1/publish", body)
+            assert r.status == 200, r
+            ev = await recv_json(ws)
+            assert ev["seq"] == seq and ev["data"] == want, ev
+        await ws.close()
+    run(go())
+
+
 def test_batch_results_in_order(herald, api):
     a, b = new_user("ba"), new_user("bb")
 
