@@ -18,7 +18,7 @@
 #include "proto/utf8.h"
 
 #define MAX_DEPTH 64
-#define MAX_KEYS 32
+#define MAX_KEYS  32
 
 typedef struct {
   const char *p, *end;
@@ -27,7 +27,7 @@ typedef struct {
 typedef struct {
   const char *k, *v; /* key; value (a string's content, else its whole text) */
   size_t kn, vn;
-  char kind; /* s(tring) o(bject) a(rray) n(umber) t(rue) f(alse) z (null) */
+  char kind;  /* s(tring) o(bject) a(rray) n(umber) t(rue) f(alse) z (null) */
   bool plain; /* a string without escapes */
 } member_t;
 
@@ -78,7 +78,14 @@ static bool scan_string(cur_t *c, member_t *m) {
     plain = false;
     if (c->end - p < 2) return false;
     switch (p[1]) {
-    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+    case '"':
+    case '\\':
+    case '/':
+    case 'b':
+    case 'f':
+    case 'n':
+    case 'r':
+    case 't':
       p += 2;
       continue;
     case 'u':
@@ -149,61 +156,66 @@ static bool scan_literal(cur_t *c, const char *word, size_t n) {
 
 static bool scan_value(cur_t *c, int depth, member_t *m);
 
+/* After a member or element: 1 when a ',' says another follows, 0 when the
+ * container's close was consumed, -1 otherwise. */
+static int next(cur_t *c, char close) {
+  skip_ws(c);
+  if (c->p < c->end && (*c->p == ',' || *c->p == close)) {
+    bool more = *c->p++ == ',';
+    skip_ws(c);
+    return more;
+  }
+  return -1;
+}
+
+/* Opens a container at its bracket: 1 when a first member follows, 0 when it
+ * is empty (and consumed), -1 when it is not there. */
+static int enter(cur_t *c, char bracket, char close) {
+  if (!eat(c, bracket)) return -1;
+  if (c->p < c->end && *c->p == close) {
+    c->p++;
+    return 0;
+  }
+  return 1;
+}
+
+/* A member's key and its ':' into ms[n]: plain, and none of ms[0..n). */
+static bool scan_key(cur_t *c, member_t *ms, size_t n) {
+  member_t key;
+
+  if (n == MAX_KEYS || c->p >= c->end || *c->p != '"' || !scan_string(c, &key) ||
+      !key.plain)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (ms[i].kn == key.vn && memcmp(ms[i].k, key.v, key.vn) == 0) return false;
+  ms[n].k = key.v;
+  ms[n].kn = key.vn;
+  return eat(c, ':');
+}
+
 /* An object at its '{'; with members, records up to MAX_KEYS of them. */
 static bool scan_object(cur_t *c, int depth, member_t *members, size_t *count) {
   member_t local[MAX_KEYS], *ms = members ? members : local;
   size_t n = 0;
+  int more = depth > MAX_DEPTH ? -1 : enter(c, '{', '}');
 
-  if (depth > MAX_DEPTH || !eat(c, '{')) return false;
-  if (c->p < c->end && *c->p == '}') {
-    c->p++;
-    if (count) *count = 0;
-    return true;
-  }
-  for (;;) {
-    member_t key;
-    if (n == MAX_KEYS || c->p >= c->end || *c->p != '"' || !scan_string(c, &key) ||
-        !key.plain)
-      return false;
-    for (size_t i = 0; i < n; i++)
-      if (ms[i].kn == key.vn && memcmp(ms[i].k, key.v, key.vn) == 0) return false;
-    ms[n].k = key.v;
-    ms[n].kn = key.vn;
-    if (!eat(c, ':') || !scan_value(c, depth + 1, &ms[n])) return false;
+  while (more > 0) {
+    if (!scan_key(c, ms, n) || !scan_value(c, depth + 1, &ms[n])) return false;
     n++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ',') {
-      c->p++;
-      skip_ws(c);
-      continue;
-    }
-    if (c->p < c->end && *c->p == '}') break;
-    return false;
+    more = next(c, '}');
   }
-  c->p++;
   if (count) *count = n;
-  return true;
+  return more == 0;
 }
 
 static bool scan_array(cur_t *c, int depth) {
-  if (depth > MAX_DEPTH || !eat(c, '[')) return false;
-  if (c->p < c->end && *c->p == ']') {
-    c->p++;
-    return true;
-  }
-  for (;;) {
+  int more = depth > MAX_DEPTH ? -1 : enter(c, '[', ']');
+
+  while (more > 0) {
     if (!scan_value(c, depth + 1, NULL)) return false;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ',') {
-      c->p++;
-      skip_ws(c);
-      continue;
-    }
-    if (c->p < c->end && *c->p == ']') break;
-    return false;
+    more = next(c, ']');
   }
-  c->p++;
-  return true;
+  return more == 0;
 }
 
 static bool scan_value(cur_t *c, int depth, member_t *m) {
@@ -287,65 +299,47 @@ static bool take_event(const member_t *ms, size_t n, size_t max_message,
   return true;
 }
 
+/* The events array at its '[': each element an event, at most cap of them. */
+static size_t scan_events(cur_t *c, size_t max_message, hd_event_json_t *out, size_t cap,
+                          char **ids) {
+  size_t n = 0;
+  int more = enter(c, '[', ']'); /* an empty batch is an error: declined */
+
+  while (more > 0) {
+    member_t ms[MAX_KEYS];
+    size_t k;
+    if (n == cap || !scan_object(c, 3, ms, &k) ||
+        !take_event(ms, k, max_message, &out[n], ids))
+      return 0;
+    n++;
+    more = next(c, ']');
+  }
+  return more == 0 ? n : 0;
+}
+
 size_t hd__publish_scan(const char *body, size_t len, size_t max_message,
                         hd_event_json_t *out, size_t cap, char *ids, bool *batch) {
   cur_t c = {body, body + len};
   member_t top[MAX_KEYS];
   size_t ntop = 0, n = 0;
-  bool events = false;
+  int more = enter(&c, '{', '}');
 
-  /* The top object by hand, to treat "events" as it streams by. */
-  if (!eat(&c, '{')) return 0;
-  while (c.p < c.end && *c.p != '}') {
+  /* The top object by hand, to read "events" as it streams by. */
+  while (more > 0) {
     member_t *m = &top[ntop];
-    member_t key;
-    if (ntop == MAX_KEYS || *c.p != '"' || !scan_string(&c, &key) || !key.plain) return 0;
-    for (size_t i = 0; i < ntop; i++)
-      if (top[i].kn == key.vn && memcmp(top[i].k, key.v, key.vn) == 0) return 0;
-    m->k = key.v;
-    m->kn = key.vn;
-    if (!eat(&c, ':')) return 0;
-    if (key.vn == 6 && memcmp(key.v, "events", 6) == 0) {
-      events = true;
+    if (!scan_key(&c, top, ntop)) return 0;
+    if (m->kn == 6 && memcmp(m->k, "events", 6) == 0) {
+      if ((n = scan_events(&c, max_message, out, cap, &ids)) == 0) return 0;
       m->kind = 'a';
-      if (!eat(&c, '[')) return 0;
-      while (c.p < c.end && *c.p != ']') {
-        member_t ms[MAX_KEYS];
-        size_t k;
-        if (n == cap || !scan_object(&c, 3, ms, &k) ||
-            !take_event(ms, k, max_message, &out[n], &ids))
-          return 0;
-        n++;
-        skip_ws(&c);
-        if (c.p < c.end && *c.p == ',') {
-          c.p++;
-          skip_ws(&c);
-          if (c.p < c.end && *c.p == ']') return 0; /* [x,] */
-        } else if (c.p >= c.end || *c.p != ']') {
-          return 0;
-        }
-      }
-      if (c.p >= c.end || n == 0) return 0; /* an empty batch is an error */
-      c.p++;
     } else if (!scan_value(&c, 2, m)) {
       return 0;
     }
     ntop++;
-    skip_ws(&c);
-    if (c.p < c.end && *c.p == ',') {
-      c.p++;
-      skip_ws(&c);
-      if (c.p < c.end && *c.p == '}') return 0; /* {x,} */
-    } else if (c.p >= c.end || *c.p != '}') {
-      return 0;
-    }
+    more = next(&c, '}');
   }
-  if (c.p >= c.end) return 0;
-  c.p++;
-  skip_ws(&c);
-  if (c.p != c.end) return 0; /* trailing bytes */
-  *batch = events;
-  if (events) return n;
+  if (more < 0 || c.p != c.end) return 0; /* not an object, or bytes after it */
+  *batch = n > 0;
+  if (n > 0) return n;
   if (cap == 0 || !take_event(top, ntop, max_message, &out[0], &ids)) return 0;
   return 1;
 }

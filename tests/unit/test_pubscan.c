@@ -41,9 +41,10 @@ static void check_data(const hd_event_json_t *e, const char *want) {
 
 static void test_single(void) {
   scan_t s;
-  const char *body = " {\"user_id\" : \"alice\", \"thread_id\":\"t1\",\"run_id\":null,"
-                     "\"type\":\"tool_completed\",\"data\": {\"result\": 84, \"s\":\"a\\\"b\"},"
-                     "\"extra\":[1,2]}\r\n";
+  const char *body =
+      " {\"user_id\" : \"alice\", \"thread_id\":\"t1\",\"run_id\":null,"
+      "\"type\":\"tool_completed\",\"data\": {\"result\": 84, \"s\":\"a\\\"b\"},"
+      "\"extra\":[1,2]}\r\n";
 
   CHECK_INT(scan(body, &s), 1);
   CHECK(!s.batch);
@@ -82,14 +83,15 @@ static void test_accepted_edges(void) {
   static const char *datas[] = {
       "{\"i\":123456789012345678,\"j\":-0,\"k\":0.5e-99,\"l\":1E+99,\"m\":-12.25}",
       "{\"\":\"empty key\",\"ctl\":\"\\b\\f\\n\\r\\t\\/\\\\\",\"del\":\"\x7f\"}",
-      "{\"nc\":\"\xef\xbf\xbf\",\"max\":\"\xf4\x8f\xbf\xbf\",\"u\":\"\\uFFFF\\uDBFF\\uDFFF\"}",
+      "{\"nc\":\"\xef\xbf\xbf\",\"max\":\"\xf4\x8f\xbf\xbf\",\"u\":"
+      "\"\\uFFFF\\uDBFF\\uDFFF\"}",
   };
   char body[1024];
   scan_t s;
 
   for (size_t i = 0; i < sizeof(datas) / sizeof(datas[0]); i++) {
-    snprintf(body, sizeof(body), "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":%s}",
-             datas[i]);
+    snprintf(body, sizeof(body),
+             "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":%s}", datas[i]);
     CHECK_INT(scan(body, &s), 1);
     if (s.n) check_data(&s.ev[0], datas[i]);
   }
@@ -123,24 +125,28 @@ static void test_declined(void) {
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\u0000\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\ud800\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\udc00\"}}",
-      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\ud800\\u0041\"}}",
+      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\ud800\\u0041\"}"
+      "}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\u12\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\\x\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"tab\there\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\xc0\xaf\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\xed\xa0\x80\"}}",
-      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\xf4\x90\x80\x80\"}}",
+      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":"
+      "\"\xf4\x90\x80\x80\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"\xe2\x82\"}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"open}}",
       /* duplicate keys, at every level */
       "{\"user_id\":\"u\",\"user_id\":\"v\",\"type\":\"agent_thinking\",\"data\":{}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":1,\"a\":1}}",
-      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"x\":[{\"b\":1,\"b\":2}]}}",
+      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"x\":[{\"b\":1,\"b\":2}]"
+      "}}",
       "{\"events\":[],\"events\":[]}",
       /* outside the subset: jansson decides */
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"\\u0061\":1}}",
       "{\"user_id\":\"\\u0075\",\"type\":\"agent_thinking\",\"data\":{}}",
-      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"i\":1234567890123456789}}",
+      "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"i\":"
+      "1234567890123456789}}",
       "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"r\":1e100}}",
       /* publish rules */
       "{\"type\":\"agent_thinking\",\"data\":{}}",
@@ -179,13 +185,13 @@ static void test_limits(void) {
 
   memset(id, 'x', 129);
   id[128] = 0;
-  snprintf(body, sizeof(body), "{\"user_id\":\"%s\",\"type\":\"agent_thinking\",\"data\":{}}",
-           id);
+  snprintf(body, sizeof(body),
+           "{\"user_id\":\"%s\",\"type\":\"agent_thinking\",\"data\":{}}", id);
   CHECK_INT(scan(body, &s), 1);
   id[128] = 'x';
   id[129] = 0;
-  snprintf(body, sizeof(body), "{\"user_id\":\"%s\",\"type\":\"agent_thinking\",\"data\":{}}",
-           id);
+  snprintf(body, sizeof(body),
+           "{\"user_id\":\"%s\",\"type\":\"agent_thinking\",\"data\":{}}", id);
   CHECK_INT(scan(body, &s), 0);
 
   for (int k = 32; k <= 33; k++) {
@@ -194,15 +200,17 @@ static void test_limits(void) {
     for (int i = 0; i < k; i++) o += sprintf(o, "%s\"k%02d\":1", i ? "," : "", i);
     *o++ = '}';
     *o = 0;
-    snprintf(body, sizeof(body), "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":%s}",
-             keys);
+    snprintf(body, sizeof(body),
+             "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":%s}", keys);
     CHECK_INT(scan(body, &s), k == 32 ? 1 : 0);
   }
 
   /* data of exactly LIMIT - HD_EVENT_ENVELOPE_MAX bytes fits; one more does not. */
   for (int extra = 0; extra <= 1; extra++) {
     fill = LIMIT - HD_EVENT_ENVELOPE_MAX - 8 + (size_t)extra; /* {"a":""} is 8 */
-    o = body + sprintf(body, "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"");
+    o = body +
+        sprintf(body,
+                "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"a\":\"");
     memset(o, 'y', fill);
     strcpy(o + fill, "\"}}");
     CHECK_INT(scan(body, &s), extra ? 0 : 1);
@@ -216,7 +224,8 @@ static void test_depth(void) {
   scan_t s;
 
   for (int n = 62; n <= 63; n++) {
-    o = body + sprintf(body, "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"d\":");
+    o = body +
+        sprintf(body, "{\"user_id\":\"u\",\"type\":\"agent_thinking\",\"data\":{\"d\":");
     memset(o, '[', (size_t)n);
     memset(o + n, ']', (size_t)n);
     strcpy(o + 2 * n, "}}");
@@ -226,9 +235,10 @@ static void test_depth(void) {
 
 /* Every strict prefix of an accepted body is incomplete: declined. */
 static void test_prefixes(void) {
-  const char *body =
-      "{\"events\":[{\"user_id\":\"u1\",\"type\":\"agent_message\",\"data\":{\"d\":[1,{\"x\":"
-      "null}],\"t\":true}}, {\"user_id\":\"u2\",\"type\":\"agent_completed\",\"data\":{}}]}";
+  const char *body = "{\"events\":[{\"user_id\":\"u1\",\"type\":\"agent_message\","
+                     "\"data\":{\"d\":[1,{\"x\":"
+                     "null}],\"t\":true}}, "
+                     "{\"user_id\":\"u2\",\"type\":\"agent_completed\",\"data\":{}}]}";
   size_t len = strlen(body);
   scan_t s;
   char *copy = malloc(len); /* exact size: ASan sees any read past the prefix */
