@@ -364,29 +364,38 @@ static uint64_t n_msgs;
 static char *echo_frame;
 static size_t echo_frame_len;
 
+/* Reads, and while upgrading takes the 101: -1 when the connection was closed
+ * (counted), 1 when it has just opened, 0 otherwise. */
+static int read_upgrade(conn_t *c) {
+  int r;
+
+  if (conn_read(c) < 0) {
+    n_closed_by_server++;
+    conn_close(c);
+    return -1;
+  }
+  if (c->state != S_UPGRADING) return 0;
+  if ((r = take_upgrade(c)) < 0) {
+    n_bad_upgrade++;
+    conn_close(c);
+    return -1;
+  }
+  if (r == 0) return 0;
+  c->state = S_OPEN;
+  return 1;
+}
+
 static void echo_io(conn_t *c) {
+  int r;
+
   if (c->state == S_UPGRADING && c->in.len == 0 && c->out.len == 0 && c->inflight == 0) {
     send_upgrade(c, o_path, NULL, false);
     c->inflight = 1; /* marks "request sent" */
   }
-  if (conn_read(c) < 0) {
-    n_closed_by_server++;
-    conn_close(c);
-    return;
-  }
-  if (c->state == S_UPGRADING) {
-    int r = take_upgrade(c);
-    if (r < 0) {
-      n_bad_upgrade++;
-      conn_close(c);
-      return;
-    }
-    if (r == 1) {
-      c->state = S_OPEN;
-      c->inflight = 0;
-      for (int i = 0; i < o_window; i++) buf_add(&c->out, echo_frame, echo_frame_len);
-      c->inflight = (uint32_t)o_window;
-    }
+  if ((r = read_upgrade(c)) < 0) return;
+  if (r == 1) {
+    for (int i = 0; i < o_window; i++) buf_add(&c->out, echo_frame, echo_frame_len);
+    c->inflight = (uint32_t)o_window;
   }
   if (c->state == S_OPEN) {
     int op;
@@ -507,20 +516,7 @@ static void sub_io(conn_t *c) {
     send_upgrade(c, "/ws", tokens[c->user], false);
     c->inflight = 1;
   }
-  if (conn_read(c) < 0) {
-    n_closed_by_server++;
-    conn_close(c);
-    return;
-  }
-  if (c->state == S_UPGRADING) {
-    int r = take_upgrade(c);
-    if (r < 0) {
-      n_bad_upgrade++;
-      conn_close(c);
-      return;
-    }
-    if (r == 1) c->state = S_OPEN;
-  }
+  if (read_upgrade(c) < 0) return;
   if (c->state == S_OPEN) {
     int op;
     char *pl;
