@@ -20,14 +20,7 @@
 #include "support/bytelog.h"
 #include "proto/handshake.h"
 #include "proto/http.h"
-
-#define REQUIRE(c)                                                                       \
-  do {                                                                                   \
-    if (!(c)) {                                                                          \
-      fprintf(stderr, "fuzz_http: %s:%d: %s\n", __FILE__, __LINE__, #c);                 \
-      abort();                                                                           \
-    }                                                                                    \
-  } while (0)
+#include "support/fuzz.h"
 
 static void log_num(log_t *l, uint64_t v) {
   log_put(l, &v, sizeof(v));

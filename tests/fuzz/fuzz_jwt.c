@@ -27,14 +27,7 @@
 
 #include "auth/jwt.h"
 #include "herald/herald.h"
-
-#define REQUIRE(c)                                                                       \
-  do {                                                                                   \
-    if (!(c)) {                                                                          \
-      fprintf(stderr, "fuzz_jwt: %s:%d: %s\n", __FILE__, __LINE__, #c);                  \
-      abort();                                                                           \
-    }                                                                                    \
-  } while (0)
+#include "support/fuzz.h"
 
 #define NOW INT64_C(1700000000)
 

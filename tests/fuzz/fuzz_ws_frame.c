@@ -17,14 +17,7 @@
 #include "support/bytelog.h"
 #include "proto/utf8.h"
 #include "proto/ws.h"
-
-#define REQUIRE(c)                                                                       \
-  do {                                                                                   \
-    if (!(c)) {                                                                          \
-      fprintf(stderr, "fuzz_ws_frame: %s:%d: %s\n", __FILE__, __LINE__, #c);             \
-      abort();                                                                           \
-    }                                                                                    \
-  } while (0)
+#include "support/fuzz.h"
 
 static uint32_t rng;
 static uint32_t next_rand(void) {
