@@ -105,8 +105,8 @@ static void publish(hd_conn_t *c, const hd_http_req_t *req) {
   bool batch = false;
   char msg[200];
 
-  hd_json_arena_begin(); /* a DOM, if one is built, lives until the end of this function
-                          */
+  /* A DOM, if one is built, lives in the arena until the end of this function. */
+  hd_json_arena_begin();
   if ((n = scan(req, srv->cfg, &evs, &ids, &batch)) == 0) {
     free(evs);
     evs = NULL;
